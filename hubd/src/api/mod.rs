@@ -1,0 +1,200 @@
+//! The hub's local HTTP API: health, metrics and slots. It only reads slot
+//! state and queues commands; it never drives a device or writes the store.
+//! Bound to loopback unless configured otherwise.
+//!
+//! Invariant: bad input (unknown id, malformed id, unknown path) gets a 4xx
+//! with the JSON error body `{"error":{"code","message"}}`; never a 500.
+
+pub mod client;
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use vss_shared::{HubId, SlotId};
+
+use crate::health::Readiness;
+use crate::metrics::{Metrics, gauge};
+use crate::supervisor::{Registry, SlotCell};
+
+/// What the handlers read.
+#[derive(Debug, Clone)]
+pub struct ApiState {
+    /// The hub's id.
+    pub hub_id: HubId,
+    /// The slots.
+    pub registry: Arc<Registry>,
+    /// Process-wide metrics.
+    pub metrics: Arc<Metrics>,
+    /// The readiness latch.
+    pub readiness: Arc<Readiness>,
+}
+
+/// The API's routes.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/api/slots", get(list_slots))
+        .route("/api/slots/{id}", get(get_slot))
+        .route("/api/slots/{id}/restart", post(restart_slot))
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+        })
+        .with_state(state)
+}
+
+/// A 4xx answer with the JSON error body.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({ "error": { "code": self.code, "message": self.message } });
+        (self.status, Json(body)).into_response()
+    }
+}
+
+async fn health(State(state): State<ApiState>) -> Response {
+    let pending = state.readiness.pending();
+    let slots: serde_json::Map<String, serde_json::Value> = state
+        .registry
+        .count_by_state()
+        .iter()
+        .map(|(s, n)| (s.as_str().to_owned(), json!(n)))
+        .collect();
+    let status = if pending.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "status": if pending.is_empty() { "ok" } else { "starting" },
+        "hub_id": state.hub_id,
+        "version": env!("CARGO_PKG_VERSION"),
+        "pending": pending,
+        "slots": slots,
+        "outbox_depth": state.metrics.outbox_depth.load(std::sync::atomic::Ordering::Relaxed),
+    });
+    (status, Json(body)).into_response()
+}
+
+async fn live() -> Json<serde_json::Value> {
+    Json(json!({ "status": "live" }))
+}
+
+async fn ready(State(state): State<ApiState>) -> Response {
+    let pending = state.readiness.pending();
+    if pending.is_empty() {
+        Json(json!({ "status": "ready" })).into_response()
+    } else {
+        let body = json!({ "status": "starting", "pending": pending });
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    }
+}
+
+async fn metrics(State(state): State<ApiState>) -> Response {
+    let mut out = String::with_capacity(4096);
+    out.push_str("# HELP hubd_slots Slots by state machine state.\n# TYPE hubd_slots gauge\n");
+    for (s, n) in state.registry.count_by_state() {
+        out.push_str(&format!("hubd_slots{{state=\"{}\"}} {n}\n", s.as_str()));
+    }
+    out.push_str(
+        "# HELP hubd_slot_restarts_total Slot restarts, by slot and reason (fault or operator).\n# TYPE hubd_slot_restarts_total counter\n",
+    );
+    for cell in state.registry.iter() {
+        let (fault, operator) = cell.restart_counts();
+        let id = cell.id();
+        out.push_str(&format!(
+            "hubd_slot_restarts_total{{slot=\"{id}\",reason=\"fault\"}} {fault}\n"
+        ));
+        out.push_str(&format!(
+            "hubd_slot_restarts_total{{slot=\"{id}\",reason=\"operator\"}} {operator}\n"
+        ));
+    }
+    let ready = u64::from(state.readiness.is_ready());
+    gauge(
+        &mut out,
+        "hubd_ready",
+        "1 once every component has started.",
+        ready,
+    );
+    state.metrics.render(&mut out);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
+}
+
+async fn list_slots(State(state): State<ApiState>) -> Response {
+    let slots: Vec<_> = state.registry.iter().map(|c| c.view()).collect();
+    Json(slots).into_response()
+}
+
+fn find(state: &ApiState, raw: &str) -> Result<Arc<SlotCell>, ApiError> {
+    let id: SlotId = raw.parse().map_err(|e: vss_shared::IdError| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_slot_id", e.to_string())
+    })?;
+    state.registry.get(id).cloned().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "slot_not_found",
+            format!("no slot {id} on this hub"),
+        )
+    })
+}
+
+async fn get_slot(State(state): State<ApiState>, Path(id): Path<String>) -> Response {
+    match find(&state, &id) {
+        Ok(cell) => Json(cell.view()).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn restart_slot(State(state): State<ApiState>, Path(id): Path<String>) -> Response {
+    let cell = match find(&state, &id) {
+        Ok(cell) => cell,
+        Err(e) => return e.into_response(),
+    };
+    if !cell.config.enabled {
+        return ApiError::new(
+            StatusCode::CONFLICT,
+            "slot_disabled",
+            format!(
+                "slot {} is disabled in the config; enable it to run it",
+                cell.id()
+            ),
+        )
+        .into_response();
+    }
+    let queued = cell.request_restart();
+    let body = json!({
+        "slot_id": cell.id(),
+        "restart": if queued { "queued" } else { "already_queued" },
+    });
+    (StatusCode::ACCEPTED, Json(body)).into_response()
+}

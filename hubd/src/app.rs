@@ -1,0 +1,175 @@
+//! Wiring: starts a hub from a validated [`Config`] — API listener, store,
+//! slot supervisors, API server — and stops it in order.
+//!
+//! Start order matters: the API port is bound before anything is written, so
+//! a port conflict leaves the data directory untouched. Shutdown order: stop
+//! the supervisors (they release devices and record what they did), stop the
+//! API, then commit and close the store.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{ApiState, router};
+use vss_shared::SipNumber;
+
+use crate::config::{Config, SlotConfig, validate};
+use crate::health::Readiness;
+use crate::metrics::Metrics;
+use crate::store::{SlotRow, Store, StoreError, StoreOptions, Write};
+use crate::supervisor::{self, Registry, SlotContext};
+
+/// Why the hub could not start. Each renders as one line for the terminal.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is inconsistent.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The API address cannot be bound.
+    #[error(
+        "api.listen {addr}: cannot listen: {source}; stop what listens there or set api.listen"
+    )]
+    ApiBind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The store cannot be opened or initialised.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A running hub.
+#[derive(Debug)]
+pub struct RunningHub {
+    api_addr: SocketAddr,
+    shutdown: CancellationToken,
+    registry: Arc<Registry>,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl RunningHub {
+    /// Where the local API listens.
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api_addr
+    }
+
+    /// The hub's slots.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Asks the hub to stop and waits until the store is closed.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.done.await;
+    }
+
+    /// Waits until the hub stops (after its shutdown token is cancelled).
+    pub async fn wait(self) {
+        let _ = self.done.await;
+    }
+}
+
+/// Starts the hub described by `config`; cancelling `shutdown` stops it.
+pub async fn start(config: Config, shutdown: CancellationToken) -> Result<RunningHub, StartError> {
+    validate(&config, "config")?;
+    let numbers = crate::config::slot_numbers_checked(&config)?;
+    let listener = TcpListener::bind(config.api.listen)
+        .await
+        .map_err(|source| StartError::ApiBind {
+            addr: config.api.listen,
+            source,
+        })?;
+    let api_addr = listener
+        .local_addr()
+        .map_err(|source| StartError::ApiBind {
+            addr: config.api.listen,
+            source,
+        })?;
+
+    let metrics = Arc::new(Metrics::default());
+    let options = StoreOptions {
+        data_dir: config.hub.data_dir.clone(),
+        batch_max: config.store.batch_max,
+        synchronous: config.store.synchronous,
+    };
+    let store = Store::open(&options, metrics.clone())?;
+    let slots: Vec<_> = config.slots.iter().cloned().zip(numbers).collect();
+    store
+        .handle()
+        .write(Write::UpsertSlots(slot_rows(&slots)))
+        .await?;
+
+    let registry = Arc::new(Registry::new(slots));
+    let components = std::iter::once("store".to_owned()).chain(
+        registry
+            .iter()
+            .filter(|c| c.config.enabled)
+            .map(|c| format!("slot {}", c.id())),
+    );
+    let readiness = Arc::new(Readiness::new(components));
+    readiness.report("store");
+
+    let ctx = SlotContext {
+        store: store.handle(),
+        metrics: metrics.clone(),
+        timing: config.supervisor.clone(),
+    };
+    let mut supervisors = JoinSet::new();
+    supervisor::spawn_all(&registry, &ctx, &readiness, &shutdown, &mut supervisors);
+    drop(ctx);
+
+    let app = router(ApiState {
+        hub_id: config.hub.id.clone(),
+        registry: registry.clone(),
+        metrics,
+        readiness,
+    });
+    let api_shutdown = shutdown.clone();
+    let api = tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { api_shutdown.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "local API stopped");
+        }
+    });
+    tracing::info!(hub = %config.hub.id, api = %format!("http://{api_addr}"), slots = registry.iter().count(), "hubd started");
+
+    let stop = shutdown.clone();
+    let done = tokio::spawn(async move {
+        stop.cancelled().await;
+        while let Some(result) = supervisors.join_next().await {
+            if let Err(e) = result {
+                tracing::error!(error = %e, "slot supervisor ended abnormally");
+            }
+        }
+        let _ = api.await;
+        store.close().await;
+        tracing::info!("hubd stopped");
+    });
+    Ok(RunningHub {
+        api_addr,
+        shutdown,
+        registry,
+        done,
+    })
+}
+
+fn slot_rows(slots: &[(SlotConfig, SipNumber)]) -> Vec<SlotRow> {
+    slots
+        .iter()
+        .map(|(config, number)| SlotRow {
+            id: config.id,
+            name: config.display_name(),
+            kind: config.kind,
+            sip_number: *number,
+            enabled: config.enabled,
+        })
+        .collect()
+}

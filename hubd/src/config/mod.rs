@@ -1,0 +1,356 @@
+//! hubd configuration: one TOML file, overridden by `HUBD__SECTION__KEY`
+//! environment variables, with every default in [`Config::default`].
+//!
+//! Loading never touches the data directory or any device; it only reads the
+//! file and the environment and validates them. Every error names where the bad
+//! value came from (file and line, or environment variable), the field, the
+//! value, and why it is wrong, on one line.
+
+mod env;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use vss_shared::{HubId, SipNumber, SlotId, SlotKind};
+
+pub use env::ENV_PREFIX;
+pub use validate::validate;
+
+/// The whole hubd configuration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Who this hub is and where it keeps its state.
+    pub hub: HubSection,
+    /// The local HTTP API.
+    pub api: ApiSection,
+    /// Logging.
+    pub log: LogSection,
+    /// The local SQLite store.
+    pub store: StoreSection,
+    /// Slot supervision: restarts and health checks.
+    pub supervisor: SupervisorSection,
+    /// The slots this hub owns.
+    pub slots: Vec<SlotConfig>,
+}
+
+/// `[hub]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HubSection {
+    /// The hub's id: a slug, unique in the fleet.
+    pub id: HubId,
+    /// Human name shown to operators.
+    pub name: String,
+    /// Where the store (`hub.db`) lives. Must exist or be creatable, and be writable.
+    pub data_dir: PathBuf,
+}
+
+/// `[api]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiSection {
+    /// Address the local API listens on. Loopback unless you mean it.
+    pub listen: SocketAddr,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// `text` (readable) or `json` (one object per line).
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `info,hubd::store=debug`.
+    pub level: String,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[store]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    /// Most writes the writer task commits in one transaction (group commit).
+    pub batch_max: usize,
+    /// `full` (fsync at every commit: survives power loss) or `normal`
+    /// (survives a process crash; the last commits may be lost on power loss).
+    pub synchronous: Synchronous,
+}
+
+/// SQLite's `synchronous` setting for the hub store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    /// fsync the WAL at every commit.
+    Full,
+    /// fsync only at checkpoints.
+    Normal,
+}
+
+/// `[supervisor]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SupervisorSection {
+    /// First delay before restarting a faulted slot.
+    pub restart_backoff_initial_ms: u64,
+    /// Longest delay between restarts; the backoff doubles up to this.
+    pub restart_backoff_max_ms: u64,
+    /// A slot READY this long has its backoff reset to the initial delay.
+    pub stable_after_ms: u64,
+    /// How often a READY slot's device is health-checked.
+    pub health_check_interval_ms: u64,
+    /// Longest a single device operation (bind, register, health check) may take.
+    pub device_timeout_ms: u64,
+    /// How long a slot stays in POSTCALL (wrap-up) before it is READY again.
+    pub wrap_up_ms: u64,
+}
+
+/// One `[[slots]]` entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlotConfig {
+    /// The slot's id on this hub (1–9999).
+    pub id: SlotId,
+    /// Human name; defaults to `Slot NN`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// AUTO, MF or LS.
+    pub kind: SlotKind,
+    /// Internal SIP extension; allocated from the kind's range when absent.
+    #[serde(default)]
+    pub sip_number: Option<SipNumber>,
+    /// A disabled slot is kept in the store but never started.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// The device driver and its settings.
+    pub driver: DriverConfig,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Which driver runs a slot's device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum DriverConfig {
+    /// A simulated device: no hardware, seeded behaviour.
+    Sim(SimConfig),
+}
+
+/// Settings of the simulated driver.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimConfig {
+    /// Seed of the device's randomness; 0 means "use the slot id".
+    pub seed: u64,
+    /// Typical latency of a device operation; actual latency varies ±50%.
+    pub latency_ms: u64,
+    /// Probability (0–1) that an operation fails, and per health check that the device hangs.
+    pub failure_rate: f64,
+    /// Mean time between simulated calls while READY; 0 disables calls.
+    pub call_every_ms: u64,
+    /// Mean length of a simulated call.
+    pub call_duration_ms: u64,
+    /// Test hook: the driver panics this long after reaching READY.
+    pub panic_after_ms: Option<u64>,
+}
+
+impl Default for HubSection {
+    fn default() -> Self {
+        HubSection {
+            id: HubId::new("hub-local").unwrap_or_else(|_| unreachable!("a valid literal slug")),
+            name: "Local hub".to_owned(),
+            data_dir: PathBuf::from("/var/lib/hubd"),
+        }
+    }
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        ApiSection {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8790)),
+        }
+    }
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            format: LogFormat::Text,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        StoreSection {
+            batch_max: 1024,
+            synchronous: Synchronous::Full,
+        }
+    }
+}
+
+impl Default for SupervisorSection {
+    fn default() -> Self {
+        SupervisorSection {
+            restart_backoff_initial_ms: 500,
+            restart_backoff_max_ms: 30_000,
+            stable_after_ms: 60_000,
+            health_check_interval_ms: 10_000,
+            device_timeout_ms: 15_000,
+            wrap_up_ms: 2_000,
+        }
+    }
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            seed: 0,
+            latency_ms: 50,
+            failure_rate: 0.0,
+            call_every_ms: 0,
+            call_duration_ms: 20_000,
+            panic_after_ms: None,
+        }
+    }
+}
+
+impl SlotConfig {
+    /// The slot's display name.
+    pub fn display_name(&self) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| format!("Slot {:02}", self.id.get()))
+    }
+}
+
+/// Why a configuration could not be loaded. Each renders as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: cannot read config file: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, or a value in it has the wrong shape.
+    #[error("{path}:{line}: {field}{message}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the bad value.
+        line: usize,
+        /// `field `a.b` = value: ` or empty when no field applies (syntax errors).
+        field: String,
+        /// Why.
+        message: String,
+    },
+    /// An environment override is unknown or has the wrong shape.
+    #[error("environment {var}: {message}")]
+    Env {
+        /// The variable, e.g. `HUBD__API__LISTEN`.
+        var: String,
+        /// Why.
+        message: String,
+    },
+    /// Values that parse but do not make sense together.
+    #[error("{origin}: field `{field}` = {value}: {why}")]
+    Invalid {
+        /// The file, or "defaults" for a config built in code.
+        origin: String,
+        /// Path of the field, e.g. `slots[2].sip_number`.
+        field: String,
+        /// The offending value as written.
+        value: String,
+        /// Why it is rejected.
+        why: String,
+    },
+}
+
+impl Config {
+    /// Loads `path`, applies `HUBD__…` overrides from `vars`, and validates.
+    pub fn load(
+        path: &Path,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text, path, vars)
+    }
+
+    /// Parses `text` (named `origin` in errors), applies overrides, validates.
+    pub fn from_toml(
+        text: &str,
+        origin: &Path,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        // First pass on the text itself, so errors point at a line.
+        let from_file: Config = parse_file(text, origin)?;
+        let overrides = env::overrides(vars);
+        let config = if overrides.is_empty() {
+            from_file
+        } else {
+            env::apply(text, &overrides)?
+        };
+        validate(&config, &origin.display().to_string())?;
+        Ok(config)
+    }
+}
+
+/// The SIP number of every slot in config order (explicit, else allocated).
+pub fn slot_numbers_checked(config: &Config) -> Result<Vec<SipNumber>, ConfigError> {
+    validate::slot_numbers(config).map_err(|(i, value, e)| ConfigError::Invalid {
+        origin: "config".into(),
+        field: format!("slots[{i}].sip_number"),
+        value,
+        why: e.to_string(),
+    })
+}
+
+fn parse_file(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+    let file_error = |err: toml::de::Error, field: String| {
+        let line = err
+            .span()
+            .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1)
+            .unwrap_or(1);
+        ConfigError::File {
+            path: origin.to_owned(),
+            line,
+            field,
+            message: err.message().trim().replace('\n', " "),
+        }
+    };
+    let deserializer = toml::Deserializer::parse(text).map_err(|e| file_error(e, String::new()))?;
+    serde_path_to_error::deserialize(deserializer).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        let value = inner
+            .span()
+            .and_then(|span| text.get(span))
+            .map(|v| v.lines().next().unwrap_or("").trim().to_owned())
+            .unwrap_or_default();
+        let field = match (path.as_str(), value.is_empty()) {
+            (".", _) | ("", _) => String::new(),
+            (_, true) => format!("field `{path}`: "),
+            (_, false) => format!("field `{path}` = {value}: "),
+        };
+        file_error(inner, field)
+    })
+}

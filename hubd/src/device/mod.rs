@@ -1,0 +1,97 @@
+//! The device driver boundary: what a slot supervisor asks of a device and
+//! what a device reports on its own.
+//!
+//! Drivers (`sim` now; `at_modem`, `adb`, `ssh` later) only move bytes to and
+//! from their device and translate them into [`DeviceEvent`]s. They never touch
+//! the store, the slot state machine or another slot: the supervisor owns all
+//! of that, and contains a driver's errors and panics to its own slot.
+
+pub mod sim;
+
+use async_trait::async_trait;
+
+use crate::config::{DriverConfig, SlotConfig};
+
+/// What a device reports without being asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceEvent {
+    /// A call rings on the device.
+    IncomingCall {
+        /// Caller's number as the network presented it (may be empty).
+        remote_number: String,
+    },
+    /// The current call was answered.
+    CallAnswered,
+    /// The current call ended.
+    CallEnded {
+        /// Why, in the device's words (e.g. `normal_clearing`, `no_answer`).
+        cause: String,
+    },
+    /// The device lost its network (or SIP) registration.
+    RegistrationLost {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What a bound device told about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceInfo {
+    /// One line an operator recognises, e.g. `Huawei E1550 IMEI 35…`.
+    pub description: String,
+}
+
+/// Why a device operation failed. The message ends up in the slot's FAULT reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeviceError {
+    /// The device did not answer in time.
+    #[error("device did not answer {operation} within {timeout_ms} ms")]
+    Timeout {
+        /// What was asked.
+        operation: &'static str,
+        /// How long we waited.
+        timeout_ms: u64,
+    },
+    /// The device answered with an error or garbage.
+    #[error("device error during {operation}: {message}")]
+    Failed {
+        /// What was asked.
+        operation: &'static str,
+        /// What the device said.
+        message: String,
+    },
+    /// The device is gone (unplugged, port closed).
+    #[error("device gone: {0}")]
+    Gone(String),
+}
+
+/// One slot's device, driven by exactly one supervisor.
+///
+/// Every method may take time; the supervisor bounds each with a timeout.
+/// [`Device::next_event`] must be cancel-safe: the supervisor drops its future
+/// whenever something else needs attention, and calls it again later.
+#[async_trait]
+pub trait Device: Send {
+    /// Opens and identifies the device.
+    async fn bind(&mut self) -> Result<DeviceInfo, DeviceError>;
+    /// Registers on the network (and its SIP extension).
+    async fn register(&mut self) -> Result<(), DeviceError>;
+    /// Waits for the next thing the device reports.
+    async fn next_event(&mut self) -> Result<DeviceEvent, DeviceError>;
+    /// Checks the device still answers.
+    async fn health_check(&mut self) -> Result<(), DeviceError>;
+    /// Places a call to `number`.
+    async fn dial(&mut self, number: &str) -> Result<(), DeviceError>;
+    /// Hangs up the current call, if any.
+    async fn hang_up(&mut self) -> Result<(), DeviceError>;
+    /// Closes the device. Idempotent; never fails (problems are logged).
+    async fn release(&mut self);
+}
+
+/// Builds a fresh driver for `slot`, as its config says. Called at every
+/// (re)start of the slot, so a restart never reuses a half-broken driver.
+pub fn create(slot: &SlotConfig) -> Box<dyn Device> {
+    match &slot.driver {
+        DriverConfig::Sim(sim) => Box::new(sim::SimDevice::new(slot.id, sim.clone())),
+    }
+}

@@ -1,0 +1,146 @@
+//! Process-wide counters and histograms, rendered as Prometheus text by the
+//! local API. Plain atomics: recording never blocks, allocates or fails.
+//! Per-slot figures (state, restarts) live with the slots and are rendered
+//! from there; this module owns only what no single slot owns.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use vss_shared::SlotState;
+
+/// Counters and histograms shared by the store and the supervisors.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Accepted slot transitions, by destination state (index: `SlotState::ALL`).
+    pub transitions: [AtomicU64; 8],
+    /// Events the slot state machine rejected.
+    pub invalid_transitions: AtomicU64,
+    /// Outbox entries not yet acknowledged by the control plane.
+    pub outbox_depth: AtomicU64,
+    /// Outbox entries appended since start.
+    pub outbox_appended: AtomicU64,
+    /// Writes the store writer committed.
+    pub store_writes: AtomicU64,
+    /// Writes that failed (their callers got the error).
+    pub store_write_errors: AtomicU64,
+    /// Latency of a group commit, from the batch's first write to its commit.
+    pub store_commit: Histogram,
+}
+
+impl Metrics {
+    /// Counts an accepted transition into `to`.
+    pub fn transition(&self, to: SlotState) {
+        let index = SlotState::ALL.iter().position(|s| *s == to).unwrap_or(0);
+        self.transitions[index].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Appends this registry's series to `out` in Prometheus text format.
+    pub fn render(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP hubd_slot_transitions_total Slot state machine transitions accepted, by destination state.\n# TYPE hubd_slot_transitions_total counter"
+        );
+        for (state, count) in SlotState::ALL.iter().zip(&self.transitions) {
+            let _ = writeln!(
+                out,
+                "hubd_slot_transitions_total{{to=\"{}\"}} {}",
+                state.as_str(),
+                count.load(Ordering::Relaxed)
+            );
+        }
+        counter(
+            out,
+            "hubd_slot_invalid_transitions_total",
+            "Events rejected by the slot state machine.",
+            &self.invalid_transitions,
+        );
+        gauge(
+            out,
+            "hubd_outbox_depth",
+            "Outbox entries not yet acknowledged by the control plane.",
+            self.outbox_depth.load(Ordering::Relaxed),
+        );
+        counter(
+            out,
+            "hubd_outbox_appended_total",
+            "Outbox entries appended since start.",
+            &self.outbox_appended,
+        );
+        counter(
+            out,
+            "hubd_store_writes_total",
+            "Writes committed by the store writer.",
+            &self.store_writes,
+        );
+        counter(
+            out,
+            "hubd_store_write_errors_total",
+            "Writes that failed and were reported to their callers.",
+            &self.store_write_errors,
+        );
+        self.store_commit.render(
+            out,
+            "hubd_store_commit_seconds",
+            "Group commit latency: first write of a batch queued to its commit.",
+        );
+    }
+}
+
+/// Appends a Prometheus gauge.
+pub fn gauge(out: &mut String, name: &str, help: &str, value: u64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+    );
+}
+
+fn counter(out: &mut String, name: &str, help: &str, value: &AtomicU64) {
+    let value = value.load(Ordering::Relaxed);
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+    );
+}
+
+const BUCKETS_SECONDS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// A fixed-bucket latency histogram.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; 12],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&self, value: Duration) {
+        let seconds = value.as_secs_f64();
+        for (bound, bucket) in BUCKETS_SECONDS.iter().zip(&self.buckets) {
+            if seconds <= *bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(value.as_micros()).unwrap_or(u64::MAX);
+        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for (bound, bucket) in BUCKETS_SECONDS.iter().zip(&self.buckets) {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"{bound}\"}} {}",
+                bucket.load(Ordering::Relaxed)
+            );
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
+    }
+}

@@ -1,0 +1,425 @@
+//! The single writer: a dedicated thread that owns the read-write connection
+//! and commits queued writes in batches (group commit).
+//!
+//! Callers encode their payloads before queueing, so the thread only runs SQL.
+//! A batch that fails is retried write by write, so one bad write never takes
+//! the others down with it. The writer never panics on a failed write: the
+//! caller gets the error and the next batch is tried afresh.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use rusqlite::{Connection, Transaction, params};
+use tokio::sync::{mpsc, oneshot};
+use vss_shared::events::{AlertRecord, CdrRecord, OutboxKind, SlotTransitionRecord};
+use vss_shared::{SipNumber, SlotId, SlotKind};
+
+use super::open::classify;
+use super::{StoreError, now_ms};
+use crate::metrics::Metrics;
+
+/// Writes queued ahead of the writer before callers wait (backpressure).
+const QUEUE_DEPTH: usize = 16_384;
+const NEXT_SEQ_KEY: &str = "outbox.next_seq";
+
+/// A write the store accepts.
+#[derive(Debug, Clone)]
+pub enum Write {
+    /// Insert or update the configured slots; their state restarts at IDLE.
+    UpsertSlots(Vec<SlotRow>),
+    /// A slot transition: the transition row, the slot's current state and an outbox entry.
+    Transition(SlotTransitionRecord),
+    /// A CDR row and its outbox entry.
+    Cdr(CdrRecord),
+    /// An alert, to the outbox.
+    Alert(AlertRecord),
+    /// A raw outbox entry (tools and benchmarks): `kind` and a JSON payload.
+    Outbox {
+        /// Stored kind.
+        kind: String,
+        /// JSON text.
+        payload: String,
+    },
+    /// A hub-local setting.
+    Setting {
+        /// Key.
+        key: String,
+        /// Value.
+        value: String,
+    },
+}
+
+/// A configured slot as the store keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotRow {
+    /// Id.
+    pub id: SlotId,
+    /// Display name.
+    pub name: String,
+    /// Kind.
+    pub kind: SlotKind,
+    /// SIP extension.
+    pub sip_number: SipNumber,
+    /// Whether the supervisor runs it.
+    pub enabled: bool,
+}
+
+/// What a committed write produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Receipt {
+    /// The outbox sequence number, for writes that append to the outbox.
+    pub seq: Option<u64>,
+}
+
+/// A write with its payload already encoded.
+#[derive(Debug)]
+enum Op {
+    UpsertSlots(Vec<SlotRow>),
+    Transition(SlotTransitionRecord, String),
+    Cdr(CdrRecord, String),
+    Outbox(&'static str, String),
+    RawOutbox(String, String),
+    Setting(String, String),
+}
+
+#[derive(Debug)]
+enum Job {
+    Write {
+        op: Op,
+        queued: Instant,
+        reply: oneshot::Sender<Result<Receipt, StoreError>>,
+    },
+    Stop,
+}
+
+/// Queues writes for the writer thread. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct StoreHandle {
+    tx: mpsc::Sender<Job>,
+}
+
+impl StoreHandle {
+    /// Queues `write` and waits until it is committed (or failed).
+    pub async fn write(&self, write: Write) -> Result<Receipt, StoreError> {
+        let op = encode(write)?;
+        let (reply, answer) = oneshot::channel();
+        let job = Job::Write {
+            op,
+            queued: Instant::now(),
+            reply,
+        };
+        self.tx
+            .send(job)
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        answer.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Asks the writer to commit what is queued and stop.
+    pub(super) async fn stop(&self) {
+        let _ = self.tx.send(Job::Stop).await;
+    }
+}
+
+fn encode(write: Write) -> Result<Op, StoreError> {
+    Ok(match write {
+        Write::UpsertSlots(rows) => Op::UpsertSlots(rows),
+        Write::Transition(record) => {
+            let payload = serde_json::to_string(&record)?;
+            Op::Transition(record, payload)
+        }
+        Write::Cdr(record) => {
+            let payload = serde_json::to_string(&record)?;
+            Op::Cdr(record, payload)
+        }
+        Write::Alert(record) => {
+            Op::Outbox(OutboxKind::Alert.as_str(), serde_json::to_string(&record)?)
+        }
+        Write::Outbox { kind, payload } => Op::RawOutbox(kind, payload),
+        Write::Setting { key, value } => Op::Setting(key, value),
+    })
+}
+
+/// Starts the writer thread on `conn` (already migrated).
+pub(super) fn spawn(
+    conn: Connection,
+    batch_max: usize,
+    metrics: Arc<Metrics>,
+) -> Result<(StoreHandle, std::thread::JoinHandle<()>), StoreError> {
+    let path = PathBuf::from(conn.path().unwrap_or_default());
+    let max_seq: Option<i64> = conn.query_row("SELECT max(seq) FROM outbox", [], |r| r.get(0))?;
+    let mark: Option<String> = conn
+        .query_row(
+            "SELECT value FROM settings WHERE key = ?1",
+            [NEXT_SEQ_KEY],
+            |r| r.get(0),
+        )
+        .or_else(|e| match e {
+            rusqlite::Error::QueryReturnedNoRows => Ok(None),
+            e => Err(e),
+        })?;
+    let mark = mark.and_then(|m| m.parse::<i64>().ok()).unwrap_or(1);
+    let next_seq = mark.max(max_seq.unwrap_or(0) + 1);
+    let depth: i64 = conn.query_row("SELECT count(*) FROM outbox WHERE acked = 0", [], |r| {
+        r.get(0)
+    })?;
+    metrics
+        .outbox_depth
+        .store(u64::try_from(depth).unwrap_or(0), Ordering::Relaxed);
+    let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+    let writer = Writer {
+        conn,
+        path,
+        next_seq,
+        metrics,
+    };
+    let thread = std::thread::Builder::new()
+        .name("hubd-store-writer".into())
+        .spawn(move || writer.run(rx, batch_max.max(1)))
+        .map_err(|e| StoreError::DataDir {
+            path: PathBuf::new(),
+            why: format!("cannot start the store writer thread: {e}"),
+        })?;
+    Ok((StoreHandle { tx }, thread))
+}
+
+struct Writer {
+    conn: Connection,
+    path: PathBuf,
+    next_seq: i64,
+    metrics: Arc<Metrics>,
+}
+
+type Reply = oneshot::Sender<Result<Receipt, StoreError>>;
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<Job>, batch_max: usize) {
+        let mut batch: Vec<(Op, Reply)> = Vec::with_capacity(batch_max);
+        let mut stop = false;
+        while !stop {
+            let Some(first) = rx.blocking_recv() else {
+                break;
+            };
+            let oldest = match first {
+                Job::Write { op, queued, reply } => {
+                    batch.push((op, reply));
+                    queued
+                }
+                Job::Stop => break,
+            };
+            while batch.len() < batch_max {
+                match rx.try_recv() {
+                    Ok(Job::Write { op, reply, .. }) => batch.push((op, reply)),
+                    Ok(Job::Stop) => {
+                        stop = true;
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.commit(&mut batch);
+            self.metrics.store_commit.observe(oldest.elapsed());
+        }
+        // Writes still queued behind a stop are refused, not lost silently.
+        rx.close();
+        while let Ok(job) = rx.try_recv() {
+            if let Job::Write { reply, .. } = job {
+                let _ = reply.send(Err(StoreError::WriterGone));
+            }
+        }
+        if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
+            tracing::warn!(error = %e, "store checkpoint at shutdown failed");
+        }
+    }
+
+    /// Commits `batch` in one transaction; on failure, each write on its own.
+    fn commit(&mut self, batch: &mut Vec<(Op, Reply)>) {
+        let ops: Vec<&Op> = batch.iter().map(|(op, _)| op).collect();
+        match self.transaction(&ops) {
+            Ok(receipts) => {
+                self.metrics
+                    .store_writes
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                for ((_, reply), receipt) in batch.drain(..).zip(receipts) {
+                    let _ = reply.send(Ok(receipt));
+                }
+            }
+            Err(e) if batch.len() == 1 => {
+                self.metrics
+                    .store_write_errors
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "store write failed");
+                if let Some((_, reply)) = batch.pop() {
+                    let _ = reply.send(Err(e));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, writes = batch.len(), "batch failed; retrying its writes one by one");
+                for (op, reply) in batch.drain(..) {
+                    let result = self.transaction(&[&op]).map(|mut r| r.remove(0));
+                    match &result {
+                        Ok(_) => self.metrics.store_writes.fetch_add(1, Ordering::Relaxed),
+                        Err(_) => self
+                            .metrics
+                            .store_write_errors
+                            .fetch_add(1, Ordering::Relaxed),
+                    };
+                    let _ = reply.send(result);
+                }
+            }
+        }
+    }
+
+    /// Applies `ops` in one transaction; on error nothing of it is kept and
+    /// the sequence counter is rewound.
+    fn transaction(&mut self, ops: &[&Op]) -> Result<Vec<Receipt>, StoreError> {
+        let first_seq = self.next_seq;
+        let result = (|| {
+            let tx = self.conn.transaction()?;
+            let now = now_ms();
+            let mut receipts = Vec::with_capacity(ops.len());
+            for op in ops {
+                receipts.push(apply(&tx, op, &mut self.next_seq, now)?);
+            }
+            if self.next_seq != first_seq {
+                tx.prepare_cached(
+                    "INSERT INTO settings (key, value, updated_at_ms) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at_ms = excluded.updated_at_ms",
+                )?
+                .execute(params![NEXT_SEQ_KEY, self.next_seq.to_string(), now])?;
+            }
+            tx.commit()?;
+            Ok(receipts)
+        })();
+        match result {
+            Ok(receipts) => {
+                let appended = u64::try_from(self.next_seq - first_seq).unwrap_or(0);
+                self.metrics
+                    .outbox_depth
+                    .fetch_add(appended, Ordering::Relaxed);
+                self.metrics
+                    .outbox_appended
+                    .fetch_add(appended, Ordering::Relaxed);
+                Ok(receipts)
+            }
+            Err(e) => {
+                self.next_seq = first_seq;
+                Err(classify(&self.path, e))
+            }
+        }
+    }
+}
+
+fn append(
+    tx: &Transaction<'_>,
+    next_seq: &mut i64,
+    kind: &str,
+    payload: &str,
+    now: i64,
+) -> rusqlite::Result<i64> {
+    let seq = *next_seq;
+    tx.prepare_cached(
+        "INSERT INTO outbox (seq, kind, payload, created_at_ms) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![seq, kind, payload, now])?;
+    *next_seq += 1;
+    Ok(seq)
+}
+
+fn apply(tx: &Transaction<'_>, op: &Op, next_seq: &mut i64, now: i64) -> rusqlite::Result<Receipt> {
+    let seq = match op {
+        Op::UpsertSlots(rows) => {
+            let mut upsert = tx.prepare_cached(
+                "INSERT INTO slots (id, name, kind, sip_number, enabled, state, fault_reason, state_since_ms, updated_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'IDLE', NULL, ?6, ?6)
+                 ON CONFLICT (id) DO UPDATE SET name = excluded.name, kind = excluded.kind,
+                   sip_number = excluded.sip_number, enabled = excluded.enabled, state = 'IDLE',
+                   fault_reason = NULL, state_since_ms = excluded.state_since_ms,
+                   updated_at_ms = excluded.updated_at_ms",
+            )?;
+            for row in rows {
+                upsert.execute(params![
+                    row.id.get(),
+                    row.name,
+                    row.kind.as_str(),
+                    row.sip_number.to_string(),
+                    row.enabled,
+                    now
+                ])?;
+            }
+            None
+        }
+        Op::Transition(record, payload) => {
+            let seq = append(
+                tx,
+                next_seq,
+                OutboxKind::SlotTransition.as_str(),
+                payload,
+                now,
+            )?;
+            tx.prepare_cached(
+                "INSERT INTO slot_transitions (slot_id, from_state, to_state, event, reason, at_ms, outbox_seq)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                record.slot_id.get(),
+                record.from.as_str(),
+                record.to.as_str(),
+                record.event.as_str(),
+                record.reason,
+                record.at_ms,
+                seq
+            ])?;
+            tx.prepare_cached(
+                "UPDATE slots SET state = ?2, fault_reason = ?3, state_since_ms = ?4, updated_at_ms = ?5 WHERE id = ?1",
+            )?
+            .execute(params![
+                record.slot_id.get(),
+                record.to.as_str(),
+                record.reason,
+                record.at_ms,
+                now
+            ])?;
+            Some(seq)
+        }
+        Op::Cdr(record, payload) => {
+            let seq = append(tx, next_seq, OutboxKind::Cdr.as_str(), payload, now)?;
+            tx.prepare_cached(
+                "INSERT INTO cdrs (call_id, slot_id, direction, remote_number, started_at_ms, answered_at_ms,
+                                   ended_at_ms, billsec, end_cause, outbox_seq)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?
+            .execute(params![
+                record.call_id,
+                record.slot_id.get(),
+                match record.direction {
+                    vss_shared::CallDirection::Inbound => "inbound",
+                    vss_shared::CallDirection::Outbound => "outbound",
+                },
+                record.remote_number,
+                record.started_at_ms,
+                record.answered_at_ms,
+                record.ended_at_ms,
+                record.billsec(),
+                record.end_cause,
+                seq
+            ])?;
+            Some(seq)
+        }
+        Op::Outbox(kind, payload) => Some(append(tx, next_seq, kind, payload, now)?),
+        Op::RawOutbox(kind, payload) => Some(append(tx, next_seq, kind, payload, now)?),
+        Op::Setting(key, value) => {
+            tx.prepare_cached(
+                "INSERT INTO settings (key, value, updated_at_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at_ms = excluded.updated_at_ms",
+            )?
+            .execute(params![key, value, now])?;
+            None
+        }
+    };
+    Ok(Receipt {
+        seq: seq.map(|s| u64::try_from(s).unwrap_or(0)),
+    })
+}

@@ -1,0 +1,239 @@
+//! One life of a slot's device: bind, register, serve calls, until shutdown,
+//! an operator restart, or a failure. It runs as its own task so that a panic
+//! in the driver ends only this session; the supervisor sees the panic and
+//! takes the slot to FAULT.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use vss_shared::{CallDirection, SlotAction, SlotEvent, SlotState};
+
+use super::slot::{SlotCell, SlotCommand, SlotContext};
+use crate::device::{self, Device, DeviceError, DeviceEvent};
+
+/// How a session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum SessionEnd {
+    /// hubd is shutting down; the device was released.
+    Shutdown,
+    /// An operator asked for a restart; the slot is IDLE again.
+    Restarted,
+    /// The slot is in FAULT.
+    Faulted,
+}
+
+/// Why the session loop stopped early.
+enum Stop {
+    Shutdown,
+    Fail(String),
+}
+
+impl From<DeviceError> for Stop {
+    fn from(e: DeviceError) -> Stop {
+        Stop::Fail(e.to_string())
+    }
+}
+
+/// What woke the session loop.
+enum Wake {
+    Shutdown,
+    Command(Option<SlotCommand>),
+    WrapUpDone,
+    HealthCheck,
+    Device(Result<DeviceEvent, DeviceError>),
+}
+
+/// Runs one session of `cell`'s device.
+pub(super) async fn run(
+    cell: Arc<SlotCell>,
+    ctx: SlotContext,
+    shutdown: CancellationToken,
+) -> SessionEnd {
+    let mut device = device::create(&cell.config);
+    let mut commands = cell.commands.lock().await;
+    let mut session = Session {
+        cell: &cell,
+        ctx: &ctx,
+        device: device.as_mut(),
+        shutdown: &shutdown,
+    };
+    let end = match session.serve(&mut commands).await {
+        Ok(end) => end,
+        Err(Stop::Shutdown) => SessionEnd::Shutdown,
+        Err(Stop::Fail(reason)) => {
+            session.fail(reason).await;
+            SessionEnd::Faulted
+        }
+    };
+    if end == SessionEnd::Shutdown {
+        session.device.release().await;
+    }
+    end
+}
+
+struct Session<'a> {
+    cell: &'a SlotCell,
+    ctx: &'a SlotContext,
+    device: &'a mut dyn Device,
+    shutdown: &'a CancellationToken,
+}
+
+impl Session<'_> {
+    /// Bounds a device operation by the device timeout and by shutdown.
+    async fn step<T>(
+        shutdown: &CancellationToken,
+        timeout: Duration,
+        operation: &'static str,
+        fut: impl Future<Output = Result<T, DeviceError>>,
+    ) -> Result<T, Stop> {
+        tokio::select! {
+            _ = shutdown.cancelled() => Err(Stop::Shutdown),
+            result = tokio::time::timeout(timeout, fut) => match result {
+                Ok(result) => Ok(result?),
+                Err(_) => Err(Stop::Fail(DeviceError::Timeout {
+                    operation,
+                    timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+                }.to_string())),
+            },
+        }
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.ctx.timing.device_timeout_ms)
+    }
+
+    async fn feed(&mut self, event: SlotEvent, end_cause: &str) -> Result<(), Stop> {
+        if let Some(actions) = self.cell.feed(self.ctx, event).await {
+            self.perform(actions, end_cause).await?;
+        }
+        Ok(())
+    }
+
+    /// Carries out the state machine's actions.
+    async fn perform(&mut self, actions: Vec<SlotAction>, end_cause: &str) -> Result<(), Stop> {
+        let timeout = self.timeout();
+        for action in actions {
+            match action {
+                SlotAction::Register => {
+                    Self::step(
+                        self.shutdown,
+                        timeout * 2,
+                        "register",
+                        self.device.register(),
+                    )
+                    .await?;
+                }
+                SlotAction::HangUp => {
+                    let hang_up = tokio::time::timeout(timeout, self.device.hang_up()).await;
+                    if !matches!(hang_up, Ok(Ok(()))) {
+                        tracing::warn!("hang-up did not complete; the device is released next");
+                    }
+                }
+                SlotAction::WriteCdr => self.cell.write_cdr(self.ctx, end_cause).await,
+                SlotAction::ReleaseDevice => {
+                    if tokio::time::timeout(timeout, self.device.release())
+                        .await
+                        .is_err()
+                    {
+                        tracing::warn!("device release timed out");
+                    }
+                    self.cell.set_device(None);
+                }
+                SlotAction::RaiseAlert { reason } => self.cell.raise_alert(self.ctx, &reason).await,
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the slot to FAULT with `reason`, carrying out the actions that
+    /// still make sense (the device may be the problem).
+    async fn fail(&mut self, reason: String) {
+        if let Some(actions) = self.cell.feed(self.ctx, SlotEvent::Failed { reason }).await {
+            let _ = self.perform(actions, "slot_fault").await;
+        }
+    }
+
+    async fn serve(
+        &mut self,
+        commands: &mut tokio::sync::mpsc::Receiver<SlotCommand>,
+    ) -> Result<SessionEnd, Stop> {
+        let timeout = self.timeout();
+        let info = Self::step(self.shutdown, timeout, "bind", self.device.bind()).await?;
+        self.cell.set_device(Some(info.description));
+        self.feed(SlotEvent::DeviceBound, "").await?;
+        self.feed(SlotEvent::RegistrationStarted, "").await?;
+        self.feed(SlotEvent::Registered, "").await?;
+
+        let timing = &self.ctx.timing;
+        let mut health =
+            tokio::time::interval(Duration::from_millis(timing.health_check_interval_ms));
+        health.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        health.reset();
+        let wrap_up = Duration::from_millis(timing.wrap_up_ms);
+        let mut wrap_up_at: Option<Instant> = None;
+        loop {
+            let state = self.cell.state();
+            let wake = tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => Wake::Shutdown,
+                command = commands.recv() => Wake::Command(command),
+                _ = tokio::time::sleep_until(wrap_up_at.unwrap_or_else(Instant::now)), if wrap_up_at.is_some() => Wake::WrapUpDone,
+                _ = health.tick(), if state == SlotState::Ready => Wake::HealthCheck,
+                event = self.device.next_event() => Wake::Device(event),
+            };
+            match wake {
+                Wake::Shutdown => return Ok(SessionEnd::Shutdown),
+                // The API and supervisor hold the sender, so `None` means shutdown.
+                Wake::Command(None) => return Ok(SessionEnd::Shutdown),
+                Wake::Command(Some(SlotCommand::Restart)) => {
+                    tracing::info!("restart requested");
+                    self.feed(SlotEvent::Released, "slot_restart").await?;
+                    return Ok(SessionEnd::Restarted);
+                }
+                Wake::WrapUpDone => {
+                    wrap_up_at = None;
+                    self.feed(SlotEvent::WrapUpDone, "").await?;
+                }
+                Wake::HealthCheck => {
+                    Self::step(
+                        self.shutdown,
+                        timeout,
+                        "health check",
+                        self.device.health_check(),
+                    )
+                    .await?;
+                }
+                Wake::Device(event) => match event? {
+                    DeviceEvent::IncomingCall { remote_number } => {
+                        if self.cell.state() != SlotState::Ready {
+                            // Wrapping up or mid-call: refuse the call on the device.
+                            tracing::warn!(remote_number, "incoming call refused: slot not READY");
+                            let _ = tokio::time::timeout(timeout, self.device.hang_up()).await;
+                            continue;
+                        }
+                        self.cell.start_call(CallDirection::Inbound, remote_number);
+                        let event = SlotEvent::CallStarted {
+                            direction: CallDirection::Inbound,
+                        };
+                        self.feed(event, "").await?;
+                    }
+                    DeviceEvent::CallAnswered => self.feed(SlotEvent::CallAnswered, "").await?,
+                    DeviceEvent::CallEnded { cause } => {
+                        self.feed(SlotEvent::CallEnded, &cause).await?;
+                        if self.cell.state() == SlotState::PostCall {
+                            wrap_up_at = Some(Instant::now() + wrap_up);
+                        }
+                    }
+                    DeviceEvent::RegistrationLost { reason } => {
+                        tracing::warn!(reason, "registration lost");
+                        wrap_up_at = None;
+                        self.feed(SlotEvent::RegistrationLost, "").await?;
+                        self.feed(SlotEvent::Registered, "").await?;
+                    }
+                },
+            }
+        }
+    }
+}

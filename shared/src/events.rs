@@ -1,0 +1,115 @@
+//! Records a hub publishes through its outbox: slot transitions (F-05), call
+//! detail records (F-08) and alerts (F-07).
+//!
+//! These are the payloads the sync protocol carries to the control plane, so
+//! they only ever grow: new fields are optional, nothing is renamed. This
+//! module defines their shape; it never encodes, stores or sends them.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{CallDirection, SlotEventKind, SlotId, SlotState};
+
+/// What an outbox entry carries; stored beside the payload as its `kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutboxKind {
+    /// A [`SlotTransitionRecord`].
+    SlotTransition,
+    /// A [`CdrRecord`].
+    Cdr,
+    /// An [`AlertRecord`].
+    Alert,
+}
+
+impl OutboxKind {
+    /// Every kind, in a stable order.
+    pub const ALL: [OutboxKind; 3] = [Self::SlotTransition, Self::Cdr, Self::Alert];
+
+    /// The stored name, e.g. `slot_transition`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SlotTransition => "slot_transition",
+            Self::Cdr => "cdr",
+            Self::Alert => "alert",
+        }
+    }
+
+    /// The kind with this stored name, if any.
+    pub fn parse(name: &str) -> Option<OutboxKind> {
+        Self::ALL.into_iter().find(|kind| kind.as_str() == name)
+    }
+}
+
+/// One accepted move of a slot's state machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotTransitionRecord {
+    /// The slot that moved.
+    pub slot_id: SlotId,
+    /// State before the event.
+    pub from: SlotState,
+    /// State after the event.
+    pub to: SlotState,
+    /// The event that caused it.
+    pub event: SlotEventKind,
+    /// Why, when the event carries a reason (faults).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When, in milliseconds since the Unix epoch (hub clock).
+    pub at_ms: i64,
+}
+
+/// A call detail record: one call attempt through a slot, answered or not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CdrRecord {
+    /// Unique id of the call on this hub.
+    pub call_id: String,
+    /// The slot that carried the call.
+    pub slot_id: SlotId,
+    /// Who started it.
+    pub direction: CallDirection,
+    /// The remote party's number as the device saw it (may be empty when hidden).
+    pub remote_number: String,
+    /// When the call started (dial or first ring), ms since the Unix epoch.
+    pub started_at_ms: i64,
+    /// When it was answered, if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answered_at_ms: Option<i64>,
+    /// When it ended.
+    pub ended_at_ms: i64,
+    /// Why it ended, in the device's or the supervisor's words
+    /// (e.g. `normal_clearing`, `no_answer`, `slot_restart`).
+    pub end_cause: String,
+}
+
+impl CdrRecord {
+    /// Billable seconds: from answer to end, zero when never answered.
+    pub fn billsec(&self) -> i64 {
+        self.answered_at_ms
+            .map(|answered| (self.ended_at_ms - answered).max(0) / 1000)
+            .unwrap_or(0)
+    }
+}
+
+/// How urgent an alert is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Needs attention soon.
+    Warning,
+    /// A slot or the hub cannot do its job.
+    Critical,
+}
+
+/// Something operators must be told about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertRecord {
+    /// The slot concerned, when the alert is about one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot_id: Option<SlotId>,
+    /// How urgent.
+    pub severity: Severity,
+    /// What happened, in words an operator understands.
+    pub message: String,
+    /// When, ms since the Unix epoch.
+    pub at_ms: i64,
+}

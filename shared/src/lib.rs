@@ -1,0 +1,19 @@
+//! `vss-shared`: the vocabulary every VSS Demiurge process shares.
+//!
+//! It owns the domain types (hub and slot ids, slot kinds), the internal SIP
+//! numbering plan, the slot state machine, and the records hubs publish through
+//! their outbox. It must never do I/O: no tokio, no sockets, no files, no clock.
+//! Time and randomness come in as arguments.
+#![warn(missing_docs)]
+
+pub mod events;
+pub mod ids;
+pub mod numbering;
+pub mod slot_fsm;
+
+pub use ids::{HubId, IdError, SlotId, SlotKind};
+pub use numbering::{NumberClass, NumberError, NumberingPlan, SipNumber};
+pub use slot_fsm::{
+    CallDirection, InvalidTransition, ParseSlotStateError, SlotAction, SlotEvent, SlotEventKind,
+    SlotState, SlotStatus, Transition, transition,
+};

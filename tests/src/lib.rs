@@ -1,0 +1,235 @@
+//! Harness for cross-process tests: starts the real `hubd` binary, reads what
+//! it prints, talks to its local API, kills it. Emulators of devices that
+//! cannot be here (pty modems, TCP adbd) will live beside it.
+//!
+//! Waiting is always for an observable event with a deadline
+//! ([`wait_for`]); no test sleeps and hopes.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The `hubd` binary of this build: `$HUBD_BIN`, or `hubd` beside the test
+/// executable's `deps/` directory (cargo and nextest both put it there).
+pub fn hubd_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("HUBD_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("the test knows its own path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executables live in target/<profile>/deps");
+    let bin = dir.join("hubd");
+    assert!(
+        bin.exists(),
+        "{} does not exist: build it first (cargo build -p hubd) or set HUBD_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// Polls `probe` until it returns `Some`, or panics after `timeout` with `what`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// A `hubd` child process whose stdout lines are collected.
+pub struct HubProcess {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl HubProcess {
+    /// Starts `hubd` with `args`; stderr goes to the test's stderr.
+    pub fn spawn(args: &[&str]) -> HubProcess {
+        let mut child = Command::new(hubd_bin())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("hubd starts");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        HubProcess {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Starts `hubd demo` with `extra` arguments on a free port and waits
+    /// until its API is ready.
+    pub fn demo(data_dir: &Path, extra: &[&str]) -> (HubProcess, SocketAddr) {
+        let dir = data_dir.to_str().expect("utf-8 temp path");
+        let mut args = vec!["demo", "--api", "127.0.0.1:0", "--data-dir", dir];
+        args.extend_from_slice(extra);
+        let mut hub = HubProcess::spawn(&args);
+        let line = hub.next_line_matching("the demo banner", Duration::from_secs(30), |l| {
+            l.contains("/api/slots")
+        });
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no API address in {line:?}"));
+        wait_for("hubd to be ready", Duration::from_secs(30), || {
+            (get(addr, "/health/ready").0 == 200).then_some(())
+        });
+        (hub, addr)
+    }
+
+    /// The next stdout line for which `matches` holds.
+    pub fn next_line_matching(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        matches: impl Fn(&str) -> bool,
+    ) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if matches(&line) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no {what} from hubd within {timeout:?}; it printed {:?}",
+                    self.seen
+                ),
+            }
+        }
+    }
+
+    /// The next stdout line, or `None` once stdout is closed.
+    pub fn next_line(&mut self, timeout: Duration) -> Option<String> {
+        self.lines.recv_timeout(timeout).ok()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> i32 {
+        i32::try_from(self.child.id()).expect("pid fits i32")
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill9(mut self) {
+        self.signal(libc::SIGKILL);
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn terminate(mut self) -> ExitStatus {
+        self.signal(libc::SIGTERM);
+        self.wait(Duration::from_secs(30))
+    }
+
+    /// Waits for the process to exit on its own.
+    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        wait_for("hubd to exit", timeout, || {
+            self.child.try_wait().ok().flatten()
+        })
+    }
+
+    fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.pid(), signal);
+        }
+    }
+}
+
+impl Drop for HubProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.signal(libc::SIGKILL);
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn call(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a test runtime");
+    match runtime.block_on(hubd::api::client::request(
+        addr,
+        method,
+        path,
+        Duration::from_secs(10),
+    )) {
+        Ok(answer) => (answer.status, answer.body),
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+/// `GET path` on the hub API: status (0 when unreachable) and body.
+pub fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    call(addr, "GET", path)
+}
+
+/// `POST path` (empty body) on the hub API.
+pub fn post(addr: SocketAddr, path: &str) -> (u16, String) {
+    call(addr, "POST", path)
+}
+
+/// `GET path` parsed as JSON; panics unless the status is 200.
+pub fn get_json(addr: SocketAddr, path: &str) -> serde_json::Value {
+    let (status, body) = get(addr, path);
+    assert_eq!(status, 200, "GET {path}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: not JSON ({e}): {body}"))
+}
+
+/// The value of the Prometheus sample `series` (name with labels, exactly as
+/// rendered) in a `/metrics` scrape.
+pub fn metric(addr: SocketAddr, series: &str) -> Option<f64> {
+    let (status, body) = get(addr, "/metrics");
+    if status != 200 {
+        return None;
+    }
+    body.lines().find_map(|line| {
+        line.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// A read-only connection to the store in `data_dir` (`hub.db`).
+pub fn open_store(data_dir: &Path) -> rusqlite::Connection {
+    rusqlite::Connection::open_with_flags(
+        data_dir.join("hub.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .expect("hub.db opens read-only")
+}
