@@ -86,14 +86,16 @@ pub(super) fn apply(text: &str, overrides: &[Override]) -> Result<Config, Config
     }
     serde_path_to_error::deserialize(table).map_err(|e| {
         let path = e.path().to_string();
-        let var = overrides
-            .iter()
-            .find(|o| o.path.join(".") == path)
+        let culprit = overrides.iter().find(|o| o.path.join(".") == path);
+        let var = culprit
             .map(|o| o.var.clone())
             .unwrap_or_else(|| format!("{ENV_PREFIX}{}", path.replace('.', "__").to_uppercase()));
+        let value = culprit
+            .map(|o| format!(" = {:?}", o.value))
+            .unwrap_or_default();
         ConfigError::Env {
             var,
-            message: format!("`{path}`: {}", e.into_inner().message().trim()),
+            message: format!("`{path}`{value}: {}", e.into_inner().message().trim()),
         }
     })
 }

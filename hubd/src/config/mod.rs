@@ -346,6 +346,12 @@ fn parse_file(text: &str, origin: &Path) -> Result<Config, ConfigError> {
             .and_then(|span| text.get(span))
             .map(|v| v.lines().next().unwrap_or("").trim().to_owned())
             .unwrap_or_default();
+        // For an unknown field the span is the key itself, not a value.
+        let value = if inner.message().starts_with("unknown field") {
+            String::new()
+        } else {
+            value
+        };
         let field = match (path.as_str(), value.is_empty()) {
             (".", _) | ("", _) => String::new(),
             (_, true) => format!("field `{path}`: "),
