@@ -256,3 +256,44 @@ fn operators_restart_slots_and_bad_requests_get_json_errors() {
     assert_eq!(get(addr, "/health/live").0, 200);
     assert!(hub.terminate().success());
 }
+
+#[test]
+fn failing_devices_fault_and_recover_on_their_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hub, addr) = HubProcess::demo(
+        dir.path(),
+        &[
+            "--slots",
+            "8",
+            "--failure-rate",
+            "0.3",
+            "--seed",
+            "7",
+            "--latency-ms",
+            "10",
+        ],
+    );
+    let restarts = || -> f64 {
+        (1..=8)
+            .filter_map(|id| {
+                metric(
+                    addr,
+                    &format!("hubd_slot_restarts_total{{slot=\"{id}\",reason=\"fault\"}}"),
+                )
+            })
+            .sum()
+    };
+    wait_for("a device fault and restart", READY_TIMEOUT, || {
+        (restarts() >= 1.0).then_some(())
+    });
+    wait_for("all 8 slots READY after recovery", READY_TIMEOUT, || {
+        all_ready(addr, 8)
+    });
+    let db = open_store(dir.path());
+    let faults = count(
+        &db,
+        "SELECT count(*) FROM slot_transitions WHERE to_state = 'FAULT' AND reason LIKE '%simulated failure%'",
+    );
+    assert!(faults >= 1);
+    assert!(hub.terminate().success());
+}

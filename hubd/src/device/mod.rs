@@ -89,9 +89,10 @@ pub trait Device: Send {
 }
 
 /// Builds a fresh driver for `slot`, as its config says. Called at every
-/// (re)start of the slot, so a restart never reuses a half-broken driver.
-pub fn create(slot: &SlotConfig) -> Box<dyn Device> {
+/// (re)start of the slot, so a restart never reuses a half-broken driver;
+/// `session` counts the slot's sessions since hubd started (0 first).
+pub fn create(slot: &SlotConfig, session: u64) -> Box<dyn Device> {
     match &slot.driver {
-        DriverConfig::Sim(sim) => Box::new(sim::SimDevice::new(slot.id, sim.clone())),
+        DriverConfig::Sim(sim) => Box::new(sim::SimDevice::new(slot.id, session, sim.clone())),
     }
 }

@@ -37,18 +37,21 @@ enum Phase {
 }
 
 impl SimDevice {
-    /// A simulated device for `slot`.
-    pub fn new(slot: SlotId, config: SimConfig) -> SimDevice {
+    /// A simulated device for `slot` in its `session`-th session. Each
+    /// session draws its own numbers (the same ones in every run), so a
+    /// restart is not doomed to repeat the failure that caused it.
+    pub fn new(slot: SlotId, session: u64, config: SimConfig) -> SimDevice {
         let seed = if config.seed == 0 {
             u64::from(slot.get())
         } else {
             config.seed
         };
+        let mut mix = SplitMix64(seed ^ session.wrapping_mul(0xA076_1D64_78BD_642F));
         SimDevice {
             slot,
             seed,
             config,
-            rng: SplitMix64(seed),
+            rng: SplitMix64(mix.next_u64()),
             bound: false,
             ready_at: None,
             phase: Phase::Idle { next_call: None },

@@ -106,9 +106,9 @@ async fn supervise(
     let stable_after = Duration::from_millis(timing.stable_after_ms);
     let mut jitter = SplitMix64(u64::from(cell.id().get()) ^ u64::from(std::process::id()));
     readiness.report(&format!("slot {}", cell.id()));
-    loop {
+    for number in 0u64.. {
         let session = tokio::spawn(
-            session::run(cell.clone(), ctx.clone(), shutdown.child_token())
+            session::run(cell.clone(), ctx.clone(), shutdown.child_token(), number)
                 .instrument(tracing::Span::current()),
         );
         let end = match session.await {

@@ -50,8 +50,9 @@ pub(super) async fn run(
     cell: Arc<SlotCell>,
     ctx: SlotContext,
     shutdown: CancellationToken,
+    number: u64,
 ) -> SessionEnd {
-    let mut device = device::create(&cell.config);
+    let mut device = device::create(&cell.config, number);
     let mut commands = cell.commands.lock().await;
     let mut session = Session {
         cell: &cell,
