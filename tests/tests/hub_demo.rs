@@ -297,3 +297,43 @@ fn failing_devices_fault_and_recover_on_their_own() {
     assert!(faults >= 1);
     assert!(hub.terminate().success());
 }
+
+/// Prometheus's own linter accepts what `/metrics` serves.
+#[test]
+fn metrics_pass_promtool() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hub, addr) = HubProcess::demo(dir.path(), &["--slots", "3"]);
+    wait_for("3 slots READY", READY_TIMEOUT, || all_ready(addr, 3));
+    let (status, body) = get(addr, "/metrics");
+    assert_eq!(status, 200);
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool runs (Debian package prometheus; .ci/run installs it)");
+    use std::io::Write as _;
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for series in [
+        "hubd_slots{state=\"READY\"} 3",
+        "hubd_outbox_depth ",
+        "hubd_store_commit_seconds_count ",
+        "hubd_slot_restarts_total{slot=\"3\",reason=\"fault\"} 0",
+    ] {
+        assert!(body.contains(series), "missing {series}");
+    }
+    assert!(hub.terminate().success());
+}
