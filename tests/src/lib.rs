@@ -59,11 +59,16 @@ pub struct HubProcess {
 impl HubProcess {
     /// Starts `hubd` with `args`; stderr goes to the test's stderr.
     pub fn spawn(args: &[&str]) -> HubProcess {
+        Self::spawn_with_stderr(args, Stdio::inherit())
+    }
+
+    /// Starts `hubd` with `args`, its stderr (the log) going to `stderr`.
+    pub fn spawn_with_stderr(args: &[&str], stderr: impl Into<Stdio>) -> HubProcess {
         let mut child = Command::new(hubd_bin())
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("hubd starts");
         let stdout = child.stdout.take().expect("stdout is piped");
@@ -86,10 +91,19 @@ impl HubProcess {
     /// Starts `hubd demo` with `extra` arguments on a free port and waits
     /// until its API is ready.
     pub fn demo(data_dir: &Path, extra: &[&str]) -> (HubProcess, SocketAddr) {
+        Self::demo_with_stderr(data_dir, extra, Stdio::inherit())
+    }
+
+    /// [`HubProcess::demo`] with its log going to `stderr`.
+    pub fn demo_with_stderr(
+        data_dir: &Path,
+        extra: &[&str],
+        stderr: impl Into<Stdio>,
+    ) -> (HubProcess, SocketAddr) {
         let dir = data_dir.to_str().expect("utf-8 temp path");
         let mut args = vec!["demo", "--api", "127.0.0.1:0", "--data-dir", dir];
         args.extend_from_slice(extra);
-        let mut hub = HubProcess::spawn(&args);
+        let mut hub = HubProcess::spawn_with_stderr(&args, stderr);
         let line = hub.next_line_matching("the demo banner", Duration::from_secs(30), |l| {
             l.contains("/api/slots")
         });

@@ -337,3 +337,34 @@ fn metrics_pass_promtool() {
     }
     assert!(hub.terminate().success());
 }
+
+/// `--log-format json`: one JSON object per line, slot lines carry the slot's span.
+#[test]
+fn json_logs_carry_the_slot_span() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("hubd.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let data = dir.path().join("data");
+    let (hub, addr) =
+        HubProcess::demo_with_stderr(&data, &["--slots", "2", "--log-format", "json"], log);
+    wait_for("2 slots READY", READY_TIMEOUT, || all_ready(addr, 2));
+    assert!(hub.terminate().success());
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let ready_of_slot_2 = lines.iter().find(|l| {
+        l["fields"]["message"] == "slot transition"
+            && l["fields"]["to"] == "READY"
+            && l["span"]["id"] == 2
+    });
+    let line = ready_of_slot_2.unwrap_or_else(|| panic!("no READY line for slot 2 in {text}"));
+    assert_eq!(line["span"]["number"], "6002");
+    assert_eq!(line["span"]["name"], "slot");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["message"] == "hubd stopped")
+    );
+}
