@@ -14,7 +14,9 @@ use vss_shared::{HubId, SlotId, SlotKind};
 
 use crate::api::client;
 use crate::app::{self, StartError};
-use crate::config::{Config, DriverConfig, LogFormat, SimConfig, SlotConfig, Synchronous};
+use crate::config::{
+    Config, ConfigError, DriverConfig, LogFormat, SimConfig, SlotConfig, Synchronous, hub_env,
+};
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreOptions, Write};
 
@@ -135,28 +137,33 @@ pub fn main() -> i32 {
 
 async fn dispatch(command: Command) -> i32 {
     match command {
-        Command::Run { config, log_format } => match Config::load(&config, std::env::vars()) {
-            Ok(mut config) => {
-                if let Some(format) = log_format {
-                    config.log.format = format;
+        Command::Run { config, log_format } => {
+            match hub_env().and_then(|vars| Config::load(&config, vars)) {
+                Ok(mut config) => {
+                    if let Some(format) = log_format {
+                        config.log.format = format;
+                    }
+                    serve(config, None).await
                 }
-                serve(config, None).await
+                Err(e) => refuse(e),
             }
-            Err(e) => refuse(e),
-        },
-        Command::CheckConfig { config: path } => match Config::load(&path, std::env::vars()) {
-            Ok(config) => {
-                println!(
-                    "{}: ok (hub {}, {} slots, API {})",
-                    path.display(),
-                    config.hub.id,
-                    config.slots.len(),
-                    config.api.listen
-                );
-                0
+        }
+        Command::CheckConfig { config: path } => {
+            match hub_env().and_then(|vars| Config::load(&path, vars)) {
+                Ok(config) => {
+                    let slots = config.slots.len();
+                    println!(
+                        "{}: ok (hub {}, {slots} slot{}, API {})",
+                        path.display(),
+                        config.hub.id,
+                        if slots == 1 { "" } else { "s" },
+                        config.api.listen
+                    );
+                    0
+                }
+                Err(e) => refuse(e),
             }
-            Err(e) => refuse(e),
-        },
+        }
         Command::Demo(args) => match demo_config(&args) {
             Ok(config) => {
                 let banner = DemoBanner {
@@ -231,7 +238,7 @@ async fn wait_for_signal() {
 }
 
 /// The config `hubd demo` runs: `slots` simulated slots, AUTO, AUTO, MF, LS, …
-fn demo_config(args: &DemoArgs) -> Result<Config, crate::config::ConfigError> {
+fn demo_config(args: &DemoArgs) -> Result<Config, ConfigError> {
     let mut config = Config::default();
     config.hub.id = HubId::new("hub-demo").unwrap_or_else(|_| unreachable!("a valid literal slug"));
     config.hub.name = "Demo hub".into();
@@ -241,7 +248,7 @@ fn demo_config(args: &DemoArgs) -> Result<Config, crate::config::ConfigError> {
     config.supervisor.restart_backoff_initial_ms = 200;
     config.supervisor.restart_backoff_max_ms = 5_000;
     for n in 1..=args.slots {
-        let id = SlotId::new(n).map_err(|e| crate::config::ConfigError::Invalid {
+        let id = SlotId::new(n).map_err(|e| ConfigError::Invalid {
             origin: "hubd demo".into(),
             field: "--slots".into(),
             value: args.slots.to_string(),

@@ -180,10 +180,15 @@ async fn a_database_locked_by_another_process_is_a_clear_error() {
     open(dir.path()).close().await;
     // Another program (say, sqlite3 in a transaction) holds an exclusive lock.
     let other = rusqlite::Connection::open(dir.path().join("hub.db")).unwrap();
-    other.execute_batch("PRAGMA locking_mode = EXCLUSIVE; BEGIN EXCLUSIVE;").unwrap();
+    other
+        .execute_batch("PRAGMA locking_mode = EXCLUSIVE; BEGIN EXCLUSIVE;")
+        .unwrap();
     let err = Store::open(&options(dir.path()), Arc::new(Metrics::default())).unwrap_err();
     assert!(matches!(err, StoreError::Locked { .. }), "{err}");
-    assert!(err.to_string().contains("locked by another process"), "{err}");
+    assert!(
+        err.to_string().contains("locked by another process"),
+        "{err}"
+    );
     other.execute_batch("COMMIT").unwrap();
     drop(other);
     open(dir.path()).close().await;

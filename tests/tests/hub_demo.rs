@@ -234,7 +234,8 @@ fn operators_restart_slots_and_bad_requests_get_json_errors() {
         assert!(!message.is_empty(), "{body}");
         (status, code)
     };
-    let cases: [((u16, String), (u16, &str)); 7] = [
+    type Case = ((u16, String), (u16, &'static str));
+    let cases: [Case; 7] = [
         (get(addr, "/api/slots/99"), (404, "slot_not_found")),
         (post(addr, "/api/slots/99/restart"), (404, "slot_not_found")),
         (get(addr, "/api/slots/abc"), (400, "invalid_slot_id")),

@@ -10,6 +10,28 @@ use super::{Config, ConfigError};
 /// Prefix of every hubd environment override.
 pub const ENV_PREFIX: &str = "HUBD__";
 
+/// The process's `HUBD__…` variables. Other variables are never read, so an
+/// unrelated variable that is not UTF-8 cannot stop hubd; a `HUBD__` one is a
+/// clear error.
+pub fn hub_env() -> Result<Vec<(String, String)>, ConfigError> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut vars = Vec::new();
+    for (name, value) in std::env::vars_os() {
+        if !name.as_bytes().starts_with(ENV_PREFIX.as_bytes()) {
+            continue;
+        }
+        let var = name.to_string_lossy().into_owned();
+        let (Some(name), Ok(value)) = (name.to_str(), value.into_string()) else {
+            return Err(ConfigError::Env {
+                var,
+                message: "not valid UTF-8".into(),
+            });
+        };
+        vars.push((name.to_owned(), value));
+    }
+    Ok(vars)
+}
+
 /// One `HUBD__…` variable, split into its path.
 #[derive(Debug)]
 pub(super) struct Override {
@@ -54,6 +76,11 @@ pub(super) fn apply(text: &str, overrides: &[Override]) -> Result<Config, Config
                 "expected {ENV_PREFIX}SECTION__KEY, e.g. {ENV_PREFIX}API__LISTEN"
             )));
         };
+        if section == "slots" {
+            return Err(err(
+                "[[slots]] cannot be set from the environment; put slots in the config file".into(),
+            ));
+        }
         let Some(Value::Table(section_defaults)) = defaults.get(section) else {
             let known: Vec<&str> = defaults
                 .iter()
@@ -98,6 +125,32 @@ pub(super) fn apply(text: &str, overrides: &[Override]) -> Result<Config, Config
             message: format!("`{path}`{value}: {}", e.into_inner().message().trim()),
         }
     })
+}
+
+/// Re-attributes a validation error to the environment variable that set
+/// the offending field, if one did.
+pub(super) fn blame(error: ConfigError, overrides: &[Override]) -> ConfigError {
+    let ConfigError::Invalid {
+        field,
+        value,
+        why,
+        origin,
+    } = error
+    else {
+        return error;
+    };
+    match overrides.iter().find(|o| o.path.join(".") == field) {
+        Some(o) => ConfigError::Env {
+            var: o.var.clone(),
+            message: format!("`{field}` = {value}: {why}"),
+        },
+        None => ConfigError::Invalid {
+            origin,
+            field,
+            value,
+            why,
+        },
+    }
 }
 
 /// `raw` as a TOML value of the same type as `default`.

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use vss_shared::{HubId, SipNumber, SlotId, SlotKind};
 
-pub use env::ENV_PREFIX;
+pub use env::{ENV_PREFIX, hub_env};
 pub use validate::validate;
 
 /// The whole hubd configuration.
@@ -124,7 +124,7 @@ pub struct SlotConfig {
     /// Human name; defaults to `Slot NN`.
     #[serde(default)]
     pub name: Option<String>,
-    /// AUTO, MF or LS.
+    /// `auto`, `mf` or `ls`.
     pub kind: SlotKind,
     /// Internal SIP extension; allocated from the kind's range when absent.
     #[serde(default)]
@@ -309,7 +309,7 @@ impl Config {
         } else {
             env::apply(text, &overrides)?
         };
-        validate(&config, &origin.display().to_string())?;
+        validate(&config, &origin.display().to_string()).map_err(|e| env::blame(e, &overrides))?;
         Ok(config)
     }
 }

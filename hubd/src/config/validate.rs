@@ -17,7 +17,7 @@ pub fn validate(config: &Config, origin: &str) -> Result<(), ConfigError> {
     if config.hub.name.trim().is_empty() {
         return Err(invalid(
             "hub.name".into(),
-            "\"\"".into(),
+            format!("{:?}", config.hub.name),
             "must not be empty".into(),
         ));
     }
