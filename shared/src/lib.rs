@@ -6,6 +6,7 @@
 //! Time and randomness come in as arguments.
 #![warn(missing_docs)]
 
+pub mod config;
 pub mod events;
 pub mod ids;
 pub mod numbering;

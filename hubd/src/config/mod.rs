@@ -1,12 +1,13 @@
 //! hubd configuration: one TOML file, overridden by `HUBD__SECTION__KEY`
-//! environment variables, with every default in [`Config::default`].
+//! environment variables, with every default in [`Config::default`]. The
+//! layering itself (file, environment, error lines) is
+//! [`vss_shared::config`]; this module owns hubd's fields and rules.
 //!
 //! Loading never touches the data directory or any device; it only reads the
 //! file and the environment and validates them. Every error names where the bad
 //! value came from (file and line, or environment variable), the field, the
 //! value, and why it is wrong, on one line.
 
-mod env;
 mod validate;
 
 use std::net::SocketAddr;
@@ -15,7 +16,15 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use vss_shared::{HubId, SipNumber, SlotId, SlotKind};
 
-pub use env::{ENV_PREFIX, hub_env};
+pub use vss_shared::config::ConfigError;
+
+/// Prefix of every hubd environment override.
+pub const ENV_PREFIX: &str = "HUBD__";
+
+/// The process's `HUBD__…` variables (see [`vss_shared::config::prefixed_env`]).
+pub fn hub_env() -> Result<Vec<(String, String)>, ConfigError> {
+    vss_shared::config::prefixed_env(ENV_PREFIX)
+}
 pub use validate::validate;
 
 /// The whole hubd configuration.
@@ -237,51 +246,6 @@ impl SlotConfig {
     }
 }
 
-/// Why a configuration could not be loaded. Each renders as one line.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("{path}: cannot read config file: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
-    },
-    /// The file is not valid TOML, or a value in it has the wrong shape.
-    #[error("{path}:{line}: {field}{message}")]
-    File {
-        /// The file.
-        path: PathBuf,
-        /// 1-based line of the bad value.
-        line: usize,
-        /// `field `a.b` = value: ` or empty when no field applies (syntax errors).
-        field: String,
-        /// Why.
-        message: String,
-    },
-    /// An environment override is unknown or has the wrong shape.
-    #[error("environment {var}: {message}")]
-    Env {
-        /// The variable, e.g. `HUBD__API__LISTEN`.
-        var: String,
-        /// Why.
-        message: String,
-    },
-    /// Values that parse but do not make sense together.
-    #[error("{origin}: field `{field}` = {value}: {why}")]
-    Invalid {
-        /// The file, or "defaults" for a config built in code.
-        origin: String,
-        /// Path of the field, e.g. `slots[2].sip_number`.
-        field: String,
-        /// The offending value as written.
-        value: String,
-        /// Why it is rejected.
-        why: String,
-    },
-}
-
 impl Config {
     /// Loads `path`, applies `HUBD__…` overrides from `vars`, and validates.
     pub fn load(
@@ -301,16 +265,7 @@ impl Config {
         origin: &Path,
         vars: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
-        // First pass on the text itself, so errors point at a line.
-        let from_file: Config = parse_file(text, origin)?;
-        let overrides = env::overrides(vars);
-        let config = if overrides.is_empty() {
-            from_file
-        } else {
-            env::apply(text, &overrides)?
-        };
-        validate(&config, &origin.display().to_string()).map_err(|e| env::blame(e, &overrides))?;
-        Ok(config)
+        vss_shared::config::load(text, origin, ENV_PREFIX, vars, validate)
     }
 }
 
@@ -321,42 +276,5 @@ pub fn slot_numbers_checked(config: &Config) -> Result<Vec<SipNumber>, ConfigErr
         field: format!("slots[{i}].sip_number"),
         value,
         why: e.to_string(),
-    })
-}
-
-fn parse_file(text: &str, origin: &Path) -> Result<Config, ConfigError> {
-    let file_error = |err: toml::de::Error, field: String| {
-        let line = err
-            .span()
-            .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1)
-            .unwrap_or(1);
-        ConfigError::File {
-            path: origin.to_owned(),
-            line,
-            field,
-            message: err.message().trim().replace('\n', " "),
-        }
-    };
-    let deserializer = toml::Deserializer::parse(text).map_err(|e| file_error(e, String::new()))?;
-    serde_path_to_error::deserialize(deserializer).map_err(|err| {
-        let path = err.path().to_string();
-        let inner = err.into_inner();
-        let value = inner
-            .span()
-            .and_then(|span| text.get(span))
-            .map(|v| v.lines().next().unwrap_or("").trim().to_owned())
-            .unwrap_or_default();
-        // For an unknown field the span is the key itself, not a value.
-        let value = if inner.message().starts_with("unknown field") {
-            String::new()
-        } else {
-            value
-        };
-        let field = match (path.as_str(), value.is_empty()) {
-            (".", _) | ("", _) => String::new(),
-            (_, true) => format!("field `{path}`: "),
-            (_, false) => format!("field `{path}` = {value}: "),
-        };
-        file_error(inner, field)
     })
 }
