@@ -456,7 +456,10 @@ fn env_unknown_setting_is_refused_naming_the_variable() {
 #[test]
 fn env_cannot_set_slots() {
     let line = refuse_env("HUBD__SLOTS__X", "1");
-    assert!(line.contains("[[slots]] cannot be set from the environment"), "{line}");
+    assert!(
+        line.contains("[[slots]] cannot be set from the environment"),
+        "{line}"
+    );
 }
 
 #[test]
