@@ -9,7 +9,7 @@
 //! cannot measure (the store does not open, a write fails, rows are missing).
 //!
 //! ```text
-//! cargo bench -p hubd --bench outbox_append                # 3 rounds of 200,000 events
+//! cargo bench -p hubd --bench outbox_append                # 5 rounds of 200,000 events
 //! cargo bench -p hubd --bench outbox_append -- --quick     # 1 round of 20,000 (CI smoke)
 //! cargo bench -p hubd --bench outbox_append -- --events 500000 --rounds 5 --batch 1024 --producers 4096
 //! ```
@@ -57,7 +57,9 @@ impl Config {
     fn from_args(args: impl Iterator<Item = String>) -> anyhow::Result<Config> {
         let mut config = Config {
             events: 200_000,
-            rounds: 3,
+            // The machine's noise (2 vCPUs shared by the writer thread and the
+            // producers) makes single rounds vary by a third; 5 medians well.
+            rounds: 5,
             batch: 1024,
             // Each producer has one write in flight; with 4 batches' worth of
             // producers the next batch is always queued while one commits.
@@ -107,6 +109,82 @@ struct WriterRound {
     elapsed: Duration,
     writes: u64,
     commits: u64,
+    /// The writer thread's scheduling over the timed span.
+    sched: Option<SchedStat>,
+    /// The tokio worker threads' (the producers') time on a CPU, same span.
+    producers_on_cpu: Option<Duration>,
+}
+
+/// A thread's time on a CPU and time runnable but waiting for one, from
+/// `/proc/.../schedstat` (Linux): the writer is one thread, so how busy it
+/// was and how long it queued for a core explain most of the ratio.
+#[derive(Debug, Clone, Copy)]
+struct SchedStat {
+    on_cpu: Duration,
+    waiting: Duration,
+}
+
+impl SchedStat {
+    fn read(path: &Path) -> Option<SchedStat> {
+        let text = std::fs::read_to_string(path).ok()?;
+        let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().ok());
+        Some(SchedStat {
+            on_cpu: Duration::from_nanos(fields.next()??),
+            waiting: Duration::from_nanos(fields.next()??),
+        })
+    }
+
+    /// The sum over several threads.
+    fn sum(paths: &[PathBuf]) -> Option<SchedStat> {
+        paths.iter().try_fold(
+            SchedStat {
+                on_cpu: Duration::ZERO,
+                waiting: Duration::ZERO,
+            },
+            |total, path| {
+                let s = SchedStat::read(path)?;
+                Some(SchedStat {
+                    on_cpu: total.on_cpu + s.on_cpu,
+                    waiting: total.waiting + s.waiting,
+                })
+            },
+        )
+    }
+
+    fn since(self, earlier: SchedStat) -> SchedStat {
+        SchedStat {
+            on_cpu: self.on_cpu.saturating_sub(earlier.on_cpu),
+            waiting: self.waiting.saturating_sub(earlier.waiting),
+        }
+    }
+
+    fn describe(sched: Option<SchedStat>, wall: Duration) -> String {
+        match sched {
+            Some(s) => format!(
+                "on a CPU {} ms, waiting for one {} ms, of {} ms",
+                s.on_cpu.as_millis(),
+                s.waiting.as_millis(),
+                wall.as_millis()
+            ),
+            None => "thread times n/a".to_owned(),
+        }
+    }
+}
+
+/// The schedstat files of this process's threads named `comm` (thread names
+/// are cut to 15 bytes: the writer is `hubd-store-writ`).
+fn threads_schedstat(comm: &str) -> Vec<PathBuf> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .map(|task| task.path())
+        .filter(|task| {
+            std::fs::read_to_string(task.join("comm")).is_ok_and(|name| name.trim_end() == comm)
+        })
+        .map(|task| task.join("schedstat"))
+        .collect()
 }
 
 impl WriterRound {
@@ -167,17 +245,25 @@ fn run(config: &Config) -> anyhow::Result<()> {
         };
         let dir = temp_dir(&config.base_dir, "outbox-append-plain-")?;
         let db = dir.path().join("plain.db");
-        let plain = plain_round(&db, &payloads, plain_batch)?;
+        let (plain, plain_sched) = plain_round(&db, &payloads, plain_batch)?;
         check_rows(&db, config.events)?;
         drop(dir);
 
         let writer_rate = rate(config.events, writer.elapsed);
         let plain_rate = rate(config.events, plain);
         println!(
-            "outbox_append: round {round}: writer {} events/s ({} commits, batch mean {mean:.0}), plain rusqlite {} events/s (batch {plain_batch}), ratio {:.2}",
+            "outbox_append: round {round}: writer {} events/s ({} commits, batch mean {mean:.0}; writer thread {}; producers' runtime threads on a CPU {})",
             thousands(writer_rate),
             writer.commits,
+            SchedStat::describe(writer.sched, writer.elapsed),
+            writer
+                .producers_on_cpu
+                .map_or("n/a".to_owned(), |d| format!("{} ms", d.as_millis())),
+        );
+        println!(
+            "outbox_append: round {round}: plain rusqlite {} events/s (batch {plain_batch}; {}), ratio {:.2}",
             thousands(plain_rate),
+            SchedStat::describe(plain_sched, plain),
             writer_rate / plain_rate
         );
         writer_rates.push(writer_rate);
@@ -245,7 +331,11 @@ fn writer_round(
     for (i, payload) in payloads.iter().enumerate() {
         lanes[i % config.producers].push(payload.clone());
     }
-    let elapsed = runtime.block_on(async {
+    let writer_thread = threads_schedstat("hubd-store-writ");
+    let read_sched = || SchedStat::sum(&writer_thread).filter(|_| writer_thread.len() == 1);
+    let workers = threads_schedstat("tokio-rt-worker");
+    let read_workers = || SchedStat::sum(&workers).filter(|_| !workers.is_empty());
+    let (elapsed, sched, producers_on_cpu) = runtime.block_on(async {
         let (go, gate) = tokio::sync::watch::channel(false);
         let mut producers = tokio::task::JoinSet::new();
         for lane in lanes {
@@ -263,6 +353,8 @@ fn writer_round(
                 Ok::<Instant, hubd::store::StoreError>(Instant::now())
             });
         }
+        let sched_before = read_sched();
+        let workers_before = read_workers();
         let start = Instant::now();
         go.send_replace(true);
         let mut last_ok = start;
@@ -274,10 +366,16 @@ fn writer_round(
                 Err(e) => failure = Some(anyhow::Error::new(e).context("a producer panicked")),
             }
         }
+        let sched = read_sched()
+            .zip(sched_before)
+            .map(|(after, before)| after.since(before));
+        let producers_on_cpu = read_workers()
+            .zip(workers_before)
+            .map(|(after, before)| after.since(before).on_cpu);
         store.close().await;
         match failure {
             Some(e) => Err(e),
-            None => Ok(last_ok - start),
+            None => Ok((last_ok - start, sched, producers_on_cpu)),
         }
     })?;
     let writes = metrics.store_writes.load(Ordering::Relaxed);
@@ -290,6 +388,8 @@ fn writer_round(
         elapsed,
         writes,
         commits: commit_count(&metrics)?,
+        sched,
+        producers_on_cpu,
     })
 }
 
@@ -307,14 +407,22 @@ fn commit_count(metrics: &Metrics) -> anyhow::Result<u64> {
 
 /// The reference: one connection with hubd's pragmas and schema, the same rows
 /// inserted with a cached prepared statement, `batch` rows per transaction,
-/// nothing else.
-fn plain_round(db: &Path, payloads: &[String], batch: usize) -> anyhow::Result<Duration> {
-    let mut conn =
-        Connection::open(db).with_context(|| format!("cannot open {}", db.display()))?;
+/// nothing else. Returns the time taken and how this thread was scheduled.
+fn plain_round(
+    db: &Path,
+    payloads: &[String],
+    batch: usize,
+) -> anyhow::Result<(Duration, Option<SchedStat>)> {
+    let mut conn = Connection::open(db).with_context(|| format!("cannot open {}", db.display()))?;
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
-    ensure!(mode.eq_ignore_ascii_case("wal"), "no WAL mode here ({mode})");
+    ensure!(
+        mode.eq_ignore_ascii_case("wal"),
+        "no WAL mode here ({mode})"
+    );
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.execute_batch(SCHEMA)?;
+    let sched_path = Path::new("/proc/thread-self/schedstat");
+    let sched_before = SchedStat::read(sched_path);
     let start = Instant::now();
     let mut seq: i64 = 1;
     for rows in payloads.chunks(batch) {
@@ -330,8 +438,11 @@ fn plain_round(db: &Path, payloads: &[String], batch: usize) -> anyhow::Result<D
         tx.commit()?;
     }
     let elapsed = start.elapsed();
+    let sched = SchedStat::read(sched_path)
+        .zip(sched_before)
+        .map(|(after, before)| after.since(before));
     conn.close().map_err(|(_, e)| e)?;
-    Ok(elapsed)
+    Ok((elapsed, sched))
 }
 
 /// Checks that `db` holds exactly `events` outbox rows, seq 1..=events.

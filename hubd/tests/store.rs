@@ -4,6 +4,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use hubd::config::Synchronous;
 use hubd::metrics::Metrics;
@@ -83,12 +84,12 @@ async fn concurrent_writes_get_contiguous_unique_sequence_numbers() {
     assert_eq!(seqs(dir.path()), (1..=6400).collect::<Vec<_>>());
     let writes = metrics
         .store_writes
-        .load(std::sync::atomic::Ordering::Relaxed);
+        .load(Ordering::Relaxed);
     assert_eq!(writes, 6400);
     assert_eq!(
         metrics
             .outbox_depth
-            .load(std::sync::atomic::Ordering::Relaxed),
+            .load(Ordering::Relaxed),
         6400
     );
 }
@@ -124,15 +125,22 @@ async fn a_bad_write_fails_alone_and_leaves_no_gap() {
 #[tokio::test]
 async fn sequence_numbers_are_never_reused_after_pruning() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+    let metrics = Arc::new(Metrics::default());
+    let store = Store::open(&options(dir.path()), metrics.clone()).unwrap();
+    let handle = store.handle();
     for i in 0..10 {
-        store.handle().write(raw(i)).await.unwrap();
+        handle.write(raw(i)).await.unwrap();
     }
+    // The control plane acknowledged 1..=7: depth drops, rows stay until pruned.
+    handle.write(Write::Ack { up_to: 7 }).await.unwrap();
+    assert_eq!(metrics.outbox_depth.load(Ordering::Relaxed), 3);
+    handle.write(Write::PruneAcked).await.unwrap();
+    assert_eq!(seqs(dir.path()), vec![8, 9, 10]);
+    handle.write(Write::Ack { up_to: 10 }).await.unwrap();
+    handle.write(Write::PruneAcked).await.unwrap();
+    assert_eq!(seqs(dir.path()), Vec::<u64>::new());
     store.close().await;
-    // What the sync issue will do once the control plane acked: delete rows.
-    let db = rusqlite::Connection::open(dir.path().join("hub.db")).unwrap();
-    db.execute("DELETE FROM outbox", []).unwrap();
-    drop(db);
+    // Every row is gone; a reopened store still continues after 10.
     let store = open(dir.path());
     let receipt = store.handle().write(raw(10)).await.unwrap();
     assert_eq!(receipt.seq, Some(11));

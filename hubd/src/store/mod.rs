@@ -11,7 +11,8 @@
 //!   `synchronous = full`, fsynced): it survives `kill -9` and power loss.
 //! - A record and its outbox entry are written in the same transaction.
 //! - Outbox `seq` is strictly increasing and never reused, even after rows are
-//!   deleted (the high-water mark is kept in `settings`).
+//!   deleted: `PruneAcked` writes the high-water mark in `settings` in the
+//!   same transaction as the delete.
 //! - An existing database file is never recreated, truncated or overwritten:
 //!   a corrupt, locked, too-new or unwritable store is an error at start.
 

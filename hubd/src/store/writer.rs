@@ -42,6 +42,13 @@ pub enum Write {
         /// JSON text.
         payload: String,
     },
+    /// The control plane acknowledged every outbox entry up to this `seq`.
+    Ack {
+        /// Highest acknowledged sequence number (contiguous).
+        up_to: u64,
+    },
+    /// Deletes acknowledged outbox entries, keeping the sequence high-water mark.
+    PruneAcked,
     /// A hub-local setting.
     Setting {
         /// Key.
@@ -81,6 +88,8 @@ enum Op {
     Cdr(CdrRecord, String),
     Outbox(&'static str, String),
     RawOutbox(String, String),
+    Ack(u64),
+    PruneAcked,
     Setting(String, String),
 }
 
@@ -138,6 +147,8 @@ fn encode(write: Write) -> Result<Op, StoreError> {
             Op::Outbox(OutboxKind::Alert.as_str(), serde_json::to_string(&record)?)
         }
         Write::Outbox { kind, payload } => Op::RawOutbox(kind, payload),
+        Write::Ack { up_to } => Op::Ack(up_to),
+        Write::PruneAcked => Op::PruneAcked,
         Write::Setting { key, value } => Op::Setting(key, value),
     })
 }
@@ -193,34 +204,68 @@ struct Writer {
 }
 
 type Reply = oneshot::Sender<Result<Receipt, StoreError>>;
+type Answers = Vec<(Reply, Result<Receipt, StoreError>)>;
+
+const INSERT_OUTBOX: &str =
+    "INSERT INTO outbox (seq, kind, payload, created_at_ms) VALUES (?1, ?2, ?3, ?4)";
 
 impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Job>, batch_max: usize) {
-        let mut batch: Vec<(Op, Reply)> = Vec::with_capacity(batch_max);
+        // Waking the callers is work the writer need not wait for: a second
+        // thread does it while the next transaction runs.
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<Answers>();
+        let replier = std::thread::Builder::new()
+            .name("hubd-store-replies".into())
+            .spawn(move || {
+                for answers in done_rx {
+                    for (reply, result) in answers {
+                        let _ = reply.send(result);
+                    }
+                }
+            });
+        let replier_running = replier.is_ok();
+        let finish = move |done: Answers| {
+            let unsent = if replier_running {
+                match done_tx.send(done) {
+                    Ok(()) => return,
+                    Err(unsent) => unsent.0,
+                }
+            } else {
+                done
+            };
+            for (reply, result) in unsent {
+                let _ = reply.send(result);
+            }
+        };
+        let mut jobs = Vec::with_capacity(batch_max);
         let mut stop = false;
         while !stop {
-            let Some(first) = rx.blocking_recv() else {
+            jobs.clear();
+            if rx.blocking_recv_many(&mut jobs, batch_max) == 0 {
                 break;
-            };
-            let oldest = match first {
-                Job::Write { op, queued, reply } => {
-                    batch.push((op, reply));
-                    queued
-                }
-                Job::Stop => break,
-            };
-            while batch.len() < batch_max {
-                match rx.try_recv() {
-                    Ok(Job::Write { op, reply, .. }) => batch.push((op, reply)),
-                    Ok(Job::Stop) => {
-                        stop = true;
-                        break;
+            }
+            let mut ops = Vec::with_capacity(jobs.len());
+            let mut replies = Vec::with_capacity(jobs.len());
+            let mut oldest = None;
+            for job in jobs.drain(..) {
+                match job {
+                    Job::Write { reply, .. } if stop => {
+                        let _ = reply.send(Err(StoreError::WriterGone));
                     }
-                    Err(_) => break,
+                    Job::Write { op, queued, reply } => {
+                        oldest.get_or_insert(queued);
+                        ops.push(op);
+                        replies.push(reply);
+                    }
+                    Job::Stop => stop = true,
                 }
             }
-            self.commit(&mut batch);
-            self.metrics.store_commit.observe(oldest.elapsed());
+            if !ops.is_empty() {
+                finish(self.commit(ops, replies));
+            }
+            if let Some(oldest) = oldest {
+                self.metrics.store_commit.observe(oldest.elapsed());
+            }
         }
         // Writes still queued behind a stop are refused, not lost silently.
         rx.close();
@@ -229,66 +274,79 @@ impl Writer {
                 let _ = reply.send(Err(StoreError::WriterGone));
             }
         }
+        drop(finish);
+        if let Ok(replier) = replier {
+            let _ = replier.join();
+        }
         if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
             tracing::warn!(error = %e, "store checkpoint at shutdown failed");
         }
     }
 
-    /// Commits `batch` in one transaction; on failure, each write on its own.
-    fn commit(&mut self, batch: &mut Vec<(Op, Reply)>) {
-        let ops: Vec<&Op> = batch.iter().map(|(op, _)| op).collect();
+    /// Commits `ops` in one transaction; on failure, each write on its own.
+    fn commit(&mut self, ops: Vec<Op>, replies: Vec<Reply>) -> Answers {
         match self.transaction(&ops) {
             Ok(receipts) => {
                 self.metrics
                     .store_writes
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                for ((_, reply), receipt) in batch.drain(..).zip(receipts) {
-                    let _ = reply.send(Ok(receipt));
-                }
+                    .fetch_add(ops.len() as u64, Ordering::Relaxed);
+                replies
+                    .into_iter()
+                    .zip(receipts.into_iter().map(Ok))
+                    .collect()
             }
-            Err(e) if batch.len() == 1 => {
+            Err(e) if ops.len() == 1 => {
                 self.metrics
                     .store_write_errors
                     .fetch_add(1, Ordering::Relaxed);
                 tracing::error!(error = %e, "store write failed");
-                if let Some((_, reply)) = batch.pop() {
-                    let _ = reply.send(Err(e));
-                }
+                replies
+                    .into_iter()
+                    .next()
+                    .map(|reply| vec![(reply, Err(e))])
+                    .unwrap_or_default()
             }
             Err(e) => {
-                tracing::warn!(error = %e, writes = batch.len(), "batch failed; retrying its writes one by one");
-                for (op, reply) in batch.drain(..) {
-                    let result = self.transaction(&[&op]).map(|mut r| r.remove(0));
-                    match &result {
-                        Ok(_) => self.metrics.store_writes.fetch_add(1, Ordering::Relaxed),
-                        Err(_) => self
-                            .metrics
-                            .store_write_errors
-                            .fetch_add(1, Ordering::Relaxed),
-                    };
-                    let _ = reply.send(result);
-                }
+                tracing::warn!(error = %e, writes = ops.len(), "batch failed; retrying its writes one by one");
+                replies
+                    .into_iter()
+                    .zip(&ops)
+                    .map(|(reply, op)| {
+                        let result = self
+                            .transaction(std::slice::from_ref(op))
+                            .map(|mut r| r.remove(0));
+                        let counter = match &result {
+                            Ok(_) => &self.metrics.store_writes,
+                            Err(_) => &self.metrics.store_write_errors,
+                        };
+                        counter.fetch_add(1, Ordering::Relaxed);
+                        (reply, result)
+                    })
+                    .collect()
             }
         }
     }
 
     /// Applies `ops` in one transaction; on error nothing of it is kept and
     /// the sequence counter is rewound.
-    fn transaction(&mut self, ops: &[&Op]) -> Result<Vec<Receipt>, StoreError> {
+    fn transaction(&mut self, ops: &[Op]) -> Result<Vec<Receipt>, StoreError> {
         let first_seq = self.next_seq;
+        let mut acked = 0u64;
         let result = (|| {
             let tx = self.conn.transaction()?;
             let now = now_ms();
             let mut receipts = Vec::with_capacity(ops.len());
-            for op in ops {
-                receipts.push(apply(&tx, op, &mut self.next_seq, now)?);
-            }
-            if self.next_seq != first_seq {
-                tx.prepare_cached(
-                    "INSERT INTO settings (key, value, updated_at_ms) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at_ms = excluded.updated_at_ms",
-                )?
-                .execute(params![NEXT_SEQ_KEY, self.next_seq.to_string(), now])?;
+            {
+                let mut ctx = Apply {
+                    tx: &tx,
+                    outbox: tx.prepare_cached(INSERT_OUTBOX)?,
+                    next_seq: &mut self.next_seq,
+                    acked: &mut acked,
+                    now,
+                };
+                for op in ops {
+                    receipts.push(ctx.apply(op)?);
+                }
             }
             tx.commit()?;
             Ok(receipts)
@@ -296,9 +354,11 @@ impl Writer {
         match result {
             Ok(receipts) => {
                 let appended = u64::try_from(self.next_seq - first_seq).unwrap_or(0);
-                self.metrics
-                    .outbox_depth
-                    .fetch_add(appended, Ordering::Relaxed);
+                let depth = &self.metrics.outbox_depth;
+                depth.fetch_add(appended, Ordering::Relaxed);
+                let _ = depth.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |d| {
+                    Some(d.saturating_sub(acked))
+                });
                 self.metrics
                     .outbox_appended
                     .fetch_add(appended, Ordering::Relaxed);
@@ -312,26 +372,29 @@ impl Writer {
     }
 }
 
-fn append(
-    tx: &Transaction<'_>,
-    next_seq: &mut i64,
-    kind: &str,
-    payload: &str,
+/// One transaction's worth of state while its writes are applied.
+struct Apply<'t> {
+    tx: &'t Transaction<'t>,
+    /// The outbox insert, prepared once per transaction (the hot path).
+    outbox: rusqlite::CachedStatement<'t>,
+    next_seq: &'t mut i64,
+    acked: &'t mut u64,
     now: i64,
-) -> rusqlite::Result<i64> {
-    let seq = *next_seq;
-    tx.prepare_cached(
-        "INSERT INTO outbox (seq, kind, payload, created_at_ms) VALUES (?1, ?2, ?3, ?4)",
-    )?
-    .execute(params![seq, kind, payload, now])?;
-    *next_seq += 1;
-    Ok(seq)
 }
 
-fn apply(tx: &Transaction<'_>, op: &Op, next_seq: &mut i64, now: i64) -> rusqlite::Result<Receipt> {
-    let seq = match op {
-        Op::UpsertSlots(rows) => {
-            let mut upsert = tx.prepare_cached(
+impl Apply<'_> {
+    fn append(&mut self, kind: &str, payload: &str) -> rusqlite::Result<i64> {
+        let seq = *self.next_seq;
+        self.outbox.execute(params![seq, kind, payload, self.now])?;
+        *self.next_seq += 1;
+        Ok(seq)
+    }
+
+    fn apply(&mut self, op: &Op) -> rusqlite::Result<Receipt> {
+        let (tx, now) = (self.tx, self.now);
+        let seq = match op {
+            Op::UpsertSlots(rows) => {
+                let mut upsert = tx.prepare_cached(
                 "INSERT INTO slots (id, name, kind, sip_number, enabled, state, fault_reason, state_since_ms, updated_at_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, 'IDLE', NULL, ?6, ?6)
                  ON CONFLICT (id) DO UPDATE SET name = excluded.name, kind = excluded.kind,
@@ -339,27 +402,21 @@ fn apply(tx: &Transaction<'_>, op: &Op, next_seq: &mut i64, now: i64) -> rusqlit
                    fault_reason = NULL, state_since_ms = excluded.state_since_ms,
                    updated_at_ms = excluded.updated_at_ms",
             )?;
-            for row in rows {
-                upsert.execute(params![
-                    row.id.get(),
-                    row.name,
-                    row.kind.as_str(),
-                    row.sip_number.to_string(),
-                    row.enabled,
-                    now
-                ])?;
+                for row in rows {
+                    upsert.execute(params![
+                        row.id.get(),
+                        row.name,
+                        row.kind.as_str(),
+                        row.sip_number.to_string(),
+                        row.enabled,
+                        now
+                    ])?;
+                }
+                None
             }
-            None
-        }
-        Op::Transition(record, payload) => {
-            let seq = append(
-                tx,
-                next_seq,
-                OutboxKind::SlotTransition.as_str(),
-                payload,
-                now,
-            )?;
-            tx.prepare_cached(
+            Op::Transition(record, payload) => {
+                let seq = self.append(OutboxKind::SlotTransition.as_str(), payload)?;
+                tx.prepare_cached(
                 "INSERT INTO slot_transitions (slot_id, from_state, to_state, event, reason, at_ms, outbox_seq)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
@@ -372,7 +429,7 @@ fn apply(tx: &Transaction<'_>, op: &Op, next_seq: &mut i64, now: i64) -> rusqlit
                 record.at_ms,
                 seq
             ])?;
-            tx.prepare_cached(
+                tx.prepare_cached(
                 "UPDATE slots SET state = ?2, fault_reason = ?3, state_since_ms = ?4, updated_at_ms = ?5 WHERE id = ?1",
             )?
             .execute(params![
@@ -382,11 +439,11 @@ fn apply(tx: &Transaction<'_>, op: &Op, next_seq: &mut i64, now: i64) -> rusqlit
                 record.at_ms,
                 now
             ])?;
-            Some(seq)
-        }
-        Op::Cdr(record, payload) => {
-            let seq = append(tx, next_seq, OutboxKind::Cdr.as_str(), payload, now)?;
-            tx.prepare_cached(
+                Some(seq)
+            }
+            Op::Cdr(record, payload) => {
+                let seq = self.append(OutboxKind::Cdr.as_str(), payload)?;
+                tx.prepare_cached(
                 "INSERT INTO cdrs (call_id, slot_id, direction, remote_number, started_at_ms, answered_at_ms,
                                    ended_at_ms, billsec, end_cause, outbox_seq)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -406,20 +463,41 @@ fn apply(tx: &Transaction<'_>, op: &Op, next_seq: &mut i64, now: i64) -> rusqlit
                 record.end_cause,
                 seq
             ])?;
-            Some(seq)
-        }
-        Op::Outbox(kind, payload) => Some(append(tx, next_seq, kind, payload, now)?),
-        Op::RawOutbox(kind, payload) => Some(append(tx, next_seq, kind, payload, now)?),
-        Op::Setting(key, value) => {
-            tx.prepare_cached(
+                Some(seq)
+            }
+            Op::Outbox(kind, payload) => Some(self.append(kind, payload)?),
+            Op::RawOutbox(kind, payload) => Some(self.append(kind, payload)?),
+            Op::Ack(up_to) => {
+                let up_to = i64::try_from(*up_to).unwrap_or(i64::MAX);
+                let n = tx
+                    .prepare_cached("UPDATE outbox SET acked = 1 WHERE seq <= ?1 AND acked = 0")?
+                    .execute([up_to])?;
+                *self.acked += n as u64;
+                None
+            }
+            Op::PruneAcked => {
+                // The high-water mark first, so deleting rows can never bring a
+                // sequence number back (see `spawn`).
+                tx.prepare_cached(
+                "INSERT INTO settings (key, value, updated_at_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at_ms = excluded.updated_at_ms",
+            )?
+            .execute(params![NEXT_SEQ_KEY, self.next_seq.to_string(), now])?;
+                tx.prepare_cached("DELETE FROM outbox WHERE acked = 1")?
+                    .execute([])?;
+                None
+            }
+            Op::Setting(key, value) => {
+                tx.prepare_cached(
                 "INSERT INTO settings (key, value, updated_at_ms) VALUES (?1, ?2, ?3)
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at_ms = excluded.updated_at_ms",
             )?
             .execute(params![key, value, now])?;
-            None
-        }
-    };
-    Ok(Receipt {
-        seq: seq.map(|s| u64::try_from(s).unwrap_or(0)),
-    })
+                None
+            }
+        };
+        Ok(Receipt {
+            seq: seq.map(|s| u64::try_from(s).unwrap_or(0)),
+        })
+    }
 }
