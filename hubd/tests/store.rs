@@ -82,16 +82,9 @@ async fn concurrent_writes_get_contiguous_unique_sequence_numbers() {
     assert_eq!(all, (1..=6400).collect::<Vec<_>>());
     store.close().await;
     assert_eq!(seqs(dir.path()), (1..=6400).collect::<Vec<_>>());
-    let writes = metrics
-        .store_writes
-        .load(Ordering::Relaxed);
+    let writes = metrics.store_writes.load(Ordering::Relaxed);
     assert_eq!(writes, 6400);
-    assert_eq!(
-        metrics
-            .outbox_depth
-            .load(Ordering::Relaxed),
-        6400
-    );
+    assert_eq!(metrics.outbox_depth.load(Ordering::Relaxed), 6400);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
