@@ -1,10 +1,10 @@
-//! The VSS Demiurge control plane. Until its own issue lands it only says so:
-//! the hub runs on its own (`hubd demo`), and this binary exits with code 2 so
-//! no script mistakes it for a working service.
+//! The `control-plane` binary. Its HTTP API is being built (see the open
+//! control-plane issue); until then it says so and exits with code 2, so no
+//! script mistakes it for a working service.
 
 fn main() {
     eprintln!(
-        "control-plane {}: not implemented yet; run `hubd demo --slots 16` for a hub with simulated slots",
+        "control-plane {}: the HTTP API is not served yet; run `hubd demo --slots 16` for a hub with simulated slots",
         env!("CARGO_PKG_VERSION")
     );
     std::process::exit(2);

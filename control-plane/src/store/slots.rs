@@ -1,0 +1,280 @@
+//! Slots as their hubs report them, and what users ask of them: commands for
+//! the hub (restart, place a call) and remote-access sessions.
+
+use serde::Serialize;
+use sqlx::Row;
+use vss_shared::{SlotState, SlotStatus};
+
+use super::page::{Page, PageRequest};
+use super::{Scope, Store, StoreError, now_ms};
+use crate::on_pool;
+
+/// A slot in the seeds' shape, plus where it lives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Slot {
+    /// The control plane's id for the slot.
+    pub id: i64,
+    /// Display name.
+    pub name: String,
+    /// `free`, `busy`, `offline` or `fault` (from `fsm_state`; `offline` when the hub is revoked).
+    pub status: String,
+    /// `auto`, `mf` or `ls`.
+    pub device_type: String,
+    /// Internal SIP extension.
+    pub internal_sip_number: String,
+    /// State machine state as the hub last reported it.
+    pub fsm_state: String,
+    /// Why it is in FAULT.
+    pub fault_reason: Option<String>,
+    /// The hub that owns it.
+    pub hub_id: String,
+    /// Its id on that hub.
+    pub hub_slot_id: i64,
+    /// Its call centre.
+    pub centre_id: String,
+    /// When the hub last reported it, ms.
+    pub updated_at_ms: i64,
+    /// When the hub was last heard from, ms.
+    pub hub_last_seen_ms: Option<i64>,
+}
+
+/// A slot's state as a hub reports it.
+#[derive(Debug, Clone)]
+pub struct SlotReport {
+    /// The hub's own slot id.
+    pub hub_slot_id: i64,
+    /// Display name.
+    pub name: String,
+    /// `auto`, `mf` or `ls`.
+    pub kind: String,
+    /// SIP extension.
+    pub sip_number: String,
+    /// FSM state.
+    pub fsm_state: SlotState,
+    /// Fault reason.
+    pub fault_reason: Option<String>,
+    /// Remote-access host (LS slots: the PC).
+    pub remote_host: Option<String>,
+}
+
+/// A command queued for a hub.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Command {
+    /// Id; the hub reports its result under it.
+    pub id: String,
+    /// The hub that will run it.
+    pub hub_id: String,
+    /// The slot it concerns.
+    pub slot_id: i64,
+    /// `restart_slot`, `start_call`, …
+    pub kind: String,
+    /// `queued` until the hub takes it.
+    pub status: String,
+    /// When it expires unless delivered, ms.
+    pub expires_at_ms: i64,
+}
+
+/// `SELECT` of a slot joined with its hub, followed by `$rest` (a literal).
+macro_rules! select_slots {
+    ($rest:literal) => {
+        concat!(
+            "SELECT s.id, s.name, s.kind, s.sip_number, s.fsm_state, s.fault_reason, s.hub_id,
+                    s.hub_slot_id, s.centre_id, s.updated_at_ms, s.remote_host, h.last_seen_ms, h.revoked_at_ms
+             FROM slots s JOIN hubs h ON h.id = s.hub_id ",
+            $rest
+        )
+    };
+}
+
+fn from_row<R>(row: &R) -> Result<(Slot, Option<String>), sqlx::Error>
+where
+    R: Row,
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<String>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<i64>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    let fsm_state: String = row.try_get("fsm_state")?;
+    let revoked = row.try_get::<Option<i64>, _>("revoked_at_ms")?.is_some();
+    let status = match fsm_state.parse::<SlotState>() {
+        _ if revoked => SlotStatus::Offline,
+        Ok(state) => state.status(),
+        Err(_) => SlotStatus::Offline,
+    };
+    Ok((
+        Slot {
+            id: row.try_get("id")?,
+            name: row.try_get("name")?,
+            status: status.as_str().to_owned(),
+            device_type: row.try_get("kind")?,
+            internal_sip_number: row.try_get("sip_number")?,
+            fsm_state,
+            fault_reason: row.try_get("fault_reason")?,
+            hub_id: row.try_get("hub_id")?,
+            hub_slot_id: row.try_get("hub_slot_id")?,
+            centre_id: row.try_get("centre_id")?,
+            updated_at_ms: row.try_get("updated_at_ms")?,
+            hub_last_seen_ms: row.try_get("last_seen_ms")?,
+        },
+        row.try_get("remote_host")?,
+    ))
+}
+
+impl Store {
+    /// Records what a hub reports about one of its slots (insert or update),
+    /// and that the hub was seen.
+    pub async fn upsert_slot_report(
+        &self,
+        hub_id: &str,
+        report: &SlotReport,
+    ) -> Result<i64, StoreError> {
+        let now = now_ms();
+        on_pool!(self.pool(), |p| {
+            let mut tx = p.begin().await?;
+            let centre: Option<String> =
+                sqlx::query_scalar("SELECT centre_id FROM hubs WHERE id = $1")
+                    .bind(hub_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let Some(centre) = centre else {
+                return Err(StoreError::Db(sqlx::Error::RowNotFound));
+            };
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO slots (centre_id, hub_id, hub_slot_id, name, kind, sip_number, fsm_state, fault_reason, remote_host, updated_at_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                 ON CONFLICT (hub_id, hub_slot_id) DO UPDATE SET name = excluded.name, kind = excluded.kind,
+                   sip_number = excluded.sip_number, fsm_state = excluded.fsm_state,
+                   fault_reason = excluded.fault_reason, remote_host = excluded.remote_host,
+                   updated_at_ms = excluded.updated_at_ms
+                 RETURNING id",
+            )
+            .bind(&centre)
+            .bind(hub_id)
+            .bind(report.hub_slot_id)
+            .bind(&report.name)
+            .bind(&report.kind)
+            .bind(&report.sip_number)
+            .bind(report.fsm_state.as_str())
+            .bind(&report.fault_reason)
+            .bind(&report.remote_host)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            sqlx::query("UPDATE hubs SET last_seen_ms = $1 WHERE id = $2")
+                .bind(now)
+                .bind(hub_id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(id)
+        })
+    }
+
+    /// A page of slots within `scope`, by id.
+    pub async fn slots(&self, scope: &Scope, page: &PageRequest) -> Result<Page<Slot>, StoreError> {
+        let after = page.after_i64()?;
+        let rows = on_pool!(self.pool(), |p| {
+            let rows = sqlx::query(select_slots!(
+                "WHERE ($1 IS NULL OR s.centre_id = $1) AND s.id > $2 ORDER BY s.id LIMIT $3"
+            ))
+            .bind(scope.centre())
+            .bind(after)
+            .bind(page.limit + 1)
+            .fetch_all(p)
+            .await?;
+            rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?
+        });
+        Ok(page.page(rows.into_iter().map(|(s, _)| s).collect(), |s| {
+            s.id.to_string()
+        }))
+    }
+
+    /// The slot with this id within `scope`, and its remote-access host.
+    pub async fn slot(
+        &self,
+        scope: &Scope,
+        id: i64,
+    ) -> Result<Option<(Slot, Option<String>)>, StoreError> {
+        on_pool!(self.pool(), |p| {
+            let row = sqlx::query(select_slots!(
+                "WHERE s.id = $1 AND ($2 IS NULL OR s.centre_id = $2)"
+            ))
+            .bind(id)
+            .bind(scope.centre())
+            .fetch_optional(p)
+            .await?;
+            Ok(row.as_ref().map(from_row).transpose()?)
+        })
+    }
+
+    /// Queues a command for the hub of `slot`; it expires after `ttl_ms` unless delivered.
+    pub async fn queue_command(
+        &self,
+        slot: &Slot,
+        kind: &str,
+        payload: &serde_json::Value,
+        ttl_ms: i64,
+        created_by: Option<&str>,
+    ) -> Result<Command, StoreError> {
+        let now = now_ms();
+        let command = Command {
+            id: uuid::Uuid::new_v4().to_string(),
+            hub_id: slot.hub_id.clone(),
+            slot_id: slot.id,
+            kind: kind.to_owned(),
+            status: "queued".into(),
+            expires_at_ms: now.saturating_add(ttl_ms),
+        };
+        on_pool!(self.pool(), |p| {
+            sqlx::query(
+                "INSERT INTO hub_commands (id, centre_id, hub_id, slot_id, kind, payload, status, created_by, created_at_ms, expires_at_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .bind(&command.id)
+            .bind(&slot.centre_id)
+            .bind(&command.hub_id)
+            .bind(command.slot_id)
+            .bind(&command.kind)
+            .bind(payload.to_string())
+            .bind(&command.status)
+            .bind(created_by)
+            .bind(now)
+            .bind(command.expires_at_ms)
+            .execute(p)
+            .await?;
+        });
+        Ok(command)
+    }
+
+    /// Records a remote-access session granted to `user_id` on `slot`; returns its id.
+    pub async fn record_remote_session(
+        &self,
+        slot: &Slot,
+        user_id: &str,
+        protocol: &str,
+    ) -> Result<String, StoreError> {
+        let now = now_ms();
+        let id = format!(
+            "guac_{}_{}_{}",
+            slot.id,
+            now,
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        on_pool!(self.pool(), |p| {
+            sqlx::query(
+                "INSERT INTO remote_sessions (id, centre_id, slot_id, user_id, protocol, created_at_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&id)
+            .bind(&slot.centre_id)
+            .bind(slot.id)
+            .bind(user_id)
+            .bind(protocol)
+            .bind(now)
+            .execute(p)
+            .await?;
+        });
+        Ok(id)
+    }
+}

@@ -1,0 +1,234 @@
+//! The store test suite, run on both backends: every test exists twice, as
+//! `sqlite::…` and `postgres::…`, against a fresh database each.
+
+mod common;
+
+use control_plane::rbac::Role;
+use control_plane::store::audit::{AuditFilter, NewAudit, Outcome};
+use control_plane::store::centres::templates;
+use control_plane::store::page::PageRequest;
+use control_plane::store::slots::SlotReport;
+use control_plane::store::tokens::Rotation;
+use control_plane::store::users::NewUser;
+use control_plane::store::{Scope, Store, StoreError};
+use vss_shared::SlotState;
+
+fn page(limit: i64) -> PageRequest {
+    PageRequest::parse(None, Some(limit)).unwrap()
+}
+
+fn next(cursor: &Option<String>, limit: i64) -> PageRequest {
+    PageRequest::parse(cursor.as_deref(), Some(limit)).unwrap()
+}
+
+async fn centre(store: &Store, name: &str) -> String {
+    store
+        .create_centre(name, &templates()[0], None)
+        .await
+        .unwrap()
+        .id
+}
+
+fn new_user(centre: Option<&str>, email: &str, role: Role) -> NewUser {
+    NewUser {
+        centre_id: centre.map(str::to_owned),
+        email: email.to_owned(),
+        role,
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA".into(),
+    }
+}
+
+fn report(n: i64, state: SlotState) -> SlotReport {
+    SlotReport {
+        hub_slot_id: n,
+        name: format!("Slot {n:02}"),
+        kind: "auto".into(),
+        sip_number: format!("{}", 6000 + n),
+        fsm_state: state,
+        fault_reason: None,
+        remote_host: None,
+    }
+}
+
+on_both_backends! {
+    async fn migrations_are_idempotent_and_newer_schemas_refused(db) {
+        assert_eq!(db.store.migrate().await.unwrap(), Vec::<i64>::new());
+        let other = Store::connect(&db.url, 2).await.unwrap();
+        assert!(other.ping(std::time::Duration::from_secs(1)).await);
+        control_plane::on_pool!(other.pool(), |p| {
+            sqlx::query("INSERT INTO schema_migrations (version, applied_at_ms) VALUES (999, 0)")
+                .execute(p)
+                .await
+                .unwrap();
+        });
+        let err = other.migrate().await.unwrap_err();
+        assert!(matches!(err, StoreError::TooNew { found: 999, .. }), "{err}");
+        other.close().await;
+    }
+
+    async fn users_are_unique_by_email_and_scoped_by_centre(db) {
+        let s = &db.store;
+        let a = centre(s, "Alpha").await;
+        let b = centre(s, "Beta").await;
+        let alice = s.create_user(new_user(Some(&a), "Alice@Example.com", Role::Operator)).await.unwrap();
+        assert_eq!(alice.email, "alice@example.com");
+        let dup = s.create_user(new_user(Some(&b), "ALICE@example.com", Role::Viewer)).await.unwrap_err();
+        assert!(matches!(dup, StoreError::Conflict(_)), "{dup}");
+        let found = s.credentials_by_email(" alice@EXAMPLE.com ").await.unwrap().unwrap();
+        assert_eq!(found.user, alice);
+        assert!(found.password_hash.starts_with("$argon2id$"));
+        assert_eq!(s.user(&Scope::Centre(a.clone()), &alice.id).await.unwrap(), Some(alice.clone()));
+        assert_eq!(s.user(&Scope::Centre(b.clone()), &alice.id).await.unwrap(), None);
+        assert_eq!(s.user(&Scope::All, &alice.id).await.unwrap(), Some(alice.clone()));
+        assert!(s.set_user_disabled(&Scope::Centre(a.clone()), &alice.id, true).await.unwrap());
+        assert!(!s.set_user_disabled(&Scope::Centre(b), &alice.id, false).await.unwrap());
+        assert!(s.user(&Scope::All, &alice.id).await.unwrap().unwrap().disabled);
+    }
+
+    async fn user_pages_follow_the_cursor_without_gaps(db) {
+        let s = &db.store;
+        let a = centre(s, "Alpha").await;
+        for i in 0..7 {
+            s.create_user(new_user(Some(&a), &format!("u{i}@x.io"), Role::Operator)).await.unwrap();
+        }
+        s.create_user(new_user(None, "root@x.io", Role::Admin)).await.unwrap();
+        let mut seen = Vec::new();
+        let mut request = page(3);
+        loop {
+            let p = s.users(&Scope::Centre(a.clone()), &request).await.unwrap();
+            assert!(p.items.len() <= 3);
+            seen.extend(p.items.iter().map(|u| u.email.clone()));
+            match p.next_cursor {
+                Some(_) => request = next(&p.next_cursor, 3),
+                None => break,
+            }
+        }
+        seen.sort();
+        assert_eq!(seen, (0..7).map(|i| format!("u{i}@x.io")).collect::<Vec<_>>());
+        assert_eq!(s.users(&Scope::All, &page(100)).await.unwrap().items.len(), 8);
+        assert_eq!(s.count_users().await.unwrap(), 8);
+    }
+
+    async fn centres_come_from_templates_and_are_scoped(db) {
+        let s = &db.store;
+        let t = &templates()[1];
+        let c = s.create_centre("  Sales East ", t, Some("creator")).await.unwrap();
+        assert_eq!(c.name, "Sales East");
+        assert_eq!(c.template, "outbound-sales");
+        assert_eq!(c.settings["campaign_defaults"]["max_attempts"], 5);
+        let dup = s.create_centre("Sales East", t, None).await.unwrap_err();
+        assert!(matches!(dup, StoreError::Conflict(_)));
+        let other = centre(s, "Other").await;
+        let mine = s.centres(&Scope::Centre(c.id.clone()), &page(10)).await.unwrap();
+        assert_eq!(mine.items.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["Sales East"]);
+        assert_eq!(s.centres(&Scope::All, &page(10)).await.unwrap().items.len(), 2);
+        assert!(s.centre(&Scope::Centre(c.id.clone()), &other).await.unwrap().is_none());
+    }
+
+    async fn refresh_tokens_rotate_and_reuse_revokes_the_family(db) {
+        let s = &db.store;
+        let user = s.create_user(new_user(None, "root@x.io", Role::Admin)).await.unwrap();
+        let (first, family) = s.issue_refresh_token(&user.id, 60_000).await.unwrap();
+        let Rotation::Rotated { token: second, family_id, user_id } = s.rotate_refresh_token(&first, 60_000).await.unwrap() else {
+            panic!("first rotation");
+        };
+        assert_eq!((family_id.as_str(), user_id.as_str()), (family.as_str(), user.id.as_str()));
+        // The old token again: theft. The whole family dies, including `second`.
+        assert_eq!(
+            s.rotate_refresh_token(&first, 60_000).await.unwrap(),
+            Rotation::Reused { user_id: user.id.clone(), family_id: family.clone() }
+        );
+        assert!(matches!(s.rotate_refresh_token(&second, 60_000).await.unwrap(), Rotation::Reused { .. }));
+        assert_eq!(s.rotate_refresh_token("not-a-token", 60_000).await.unwrap(), Rotation::Unknown);
+        // Expiry and logout.
+        let (short, _) = s.issue_refresh_token(&user.id, -1).await.unwrap();
+        assert_eq!(s.rotate_refresh_token(&short, 60_000).await.unwrap(), Rotation::Expired);
+        let (live, _) = s.issue_refresh_token(&user.id, 60_000).await.unwrap();
+        assert!(s.revoke_refresh_family(&live).await.unwrap());
+        assert!(matches!(s.rotate_refresh_token(&live, 60_000).await.unwrap(), Rotation::Reused { .. }));
+        assert!(!s.revoke_refresh_family("unknown").await.unwrap());
+    }
+
+    async fn audit_log_appends_filters_and_pages_newest_first(db) {
+        let s = &db.store;
+        let a = centre(s, "Alpha").await;
+        for i in 0..5 {
+            s.audit(NewAudit {
+                centre_id: Some(a.clone()),
+                actor_email: Some("a@x.io".into()),
+                action: if i % 2 == 0 { "auth.login".into() } else { "POST /api/users".into() },
+                outcome: Some(if i == 4 { Outcome::Denied } else { Outcome::Ok }),
+                source_addr: Some("127.0.0.1".into()),
+                detail: Some(format!("n={i} ' OR 1=1; --")),
+                ..NewAudit::default()
+            })
+            .await
+            .unwrap();
+        }
+        s.audit(NewAudit { action: "auth.login".into(), ..NewAudit::default() }).await.unwrap();
+        let all = s.audit_entries(&Scope::All, &AuditFilter::default(), &page(100)).await.unwrap();
+        assert_eq!(all.items.len(), 6);
+        assert!(all.items.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+        let logins = AuditFilter { action: Some("auth.login".into()), ..AuditFilter::default() };
+        let mine = s.audit_entries(&Scope::Centre(a.clone()), &logins, &page(2)).await.unwrap();
+        assert_eq!(mine.items.len(), 2);
+        let rest = s.audit_entries(&Scope::Centre(a.clone()), &logins, &next(&mine.next_cursor, 2)).await.unwrap();
+        assert_eq!(rest.items.len(), 1);
+        assert_eq!(rest.next_cursor, None);
+        let denied = AuditFilter { outcome: Some("denied".into()), ..AuditFilter::default() };
+        let d = s.audit_entries(&Scope::All, &denied, &page(10)).await.unwrap();
+        assert_eq!(d.items.len(), 1);
+        assert_eq!(d.items[0].detail.as_deref(), Some("n=4 ' OR 1=1; --"));
+        let bad = PageRequest::parse(Some(&{
+            use base64::Engine as _;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("v1:abc")
+        }), None).unwrap();
+        assert!(matches!(
+            s.audit_entries(&Scope::All, &AuditFilter::default(), &bad).await,
+            Err(StoreError::Page(_))
+        ));
+    }
+
+    async fn hubs_enroll_once_and_revoke(db) {
+        let s = &db.store;
+        let a = centre(s, "Alpha").await;
+        let b = centre(s, "Beta").await;
+        let hub = s.create_hub(&a, "hub-msk-01", "Moscow 1").await.unwrap();
+        assert!(matches!(s.create_hub(&b, "hub-msk-01", "dup").await, Err(StoreError::Conflict(_))));
+        let token = s.create_enrollment_token(&Scope::Centre(a.clone()), &hub.id, 60_000, None).await.unwrap().unwrap();
+        assert!(token.token.len() >= 40);
+        assert!(s.create_enrollment_token(&Scope::Centre(b.clone()), &hub.id, 60_000, None).await.unwrap().is_none());
+        assert!(s.hub(&Scope::Centre(b.clone()), &hub.id).await.unwrap().is_none());
+        assert!(!s.revoke_hub(&Scope::Centre(b), &hub.id).await.unwrap());
+        assert!(s.revoke_hub(&Scope::Centre(a.clone()), &hub.id).await.unwrap());
+        assert!(s.hub(&Scope::All, &hub.id).await.unwrap().unwrap().revoked_at_ms.is_some());
+        assert!(s.create_enrollment_token(&Scope::All, &hub.id, 60_000, None).await.unwrap().is_none());
+    }
+
+    async fn slots_are_reported_by_hubs_and_scoped(db) {
+        let s = &db.store;
+        let a = centre(s, "Alpha").await;
+        let b = centre(s, "Beta").await;
+        s.create_hub(&a, "hub-a", "A").await.unwrap();
+        s.create_hub(&b, "hub-b", "B").await.unwrap();
+        let first = s.upsert_slot_report("hub-a", &report(1, SlotState::Ready)).await.unwrap();
+        s.upsert_slot_report("hub-a", &report(2, SlotState::ActiveCall)).await.unwrap();
+        s.upsert_slot_report("hub-b", &report(1, SlotState::Fault)).await.unwrap();
+        // A second report updates the same row.
+        assert_eq!(s.upsert_slot_report("hub-a", &report(1, SlotState::Calling)).await.unwrap(), first);
+        let mine = s.slots(&Scope::Centre(a.clone()), &page(10)).await.unwrap();
+        let states: Vec<(&str, &str)> = mine.items.iter().map(|s| (s.fsm_state.as_str(), s.status.as_str())).collect();
+        assert_eq!(states, [("CALLING", "busy"), ("ACTIVE_CALL", "busy")]);
+        assert!(mine.items.iter().all(|s| s.hub_last_seen_ms.is_some()));
+        assert_eq!(s.slots(&Scope::All, &page(10)).await.unwrap().items.len(), 3);
+        assert!(s.slot(&Scope::Centre(b.clone()), first).await.unwrap().is_none());
+        let (slot, _) = s.slot(&Scope::Centre(a.clone()), first).await.unwrap().unwrap();
+        let command = s.queue_command(&slot, "restart_slot", &serde_json::json!({}), 60_000, None).await.unwrap();
+        assert_eq!((command.status.as_str(), command.hub_id.as_str()), ("queued", "hub-a"));
+        // A revoked hub's slots read as offline.
+        s.revoke_hub(&Scope::All, "hub-a").await.unwrap();
+        let (slot, _) = s.slot(&Scope::All, first).await.unwrap().unwrap();
+        assert_eq!(slot.status, "offline");
+        assert!(s.upsert_slot_report("no-such-hub", &report(1, SlotState::Ready)).await.is_err());
+    }
+}
