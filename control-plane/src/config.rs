@@ -136,8 +136,7 @@ impl Default for LogSection {
     }
 }
 
-/// Shortest secret accepted in production, in bytes.
-pub const MIN_SECRET_BYTES: usize = 32;
+pub use crate::auth::secret::MIN_SECRET_BYTES;
 
 impl Config {
     /// Loads `path` (or only defaults when `None`), applies `CP__…` overrides, validates.
