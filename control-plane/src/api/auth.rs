@@ -107,6 +107,19 @@ fn too_many(retry_after: std::time::Duration) -> ApiError {
     }
 }
 
+/// The lockout key of a client address: the address itself for IPv4, its /64
+/// for IPv6 (one client commonly holds a whole /64).
+fn network_of(addr: &str) -> String {
+    match addr.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_none() => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        Ok(std::net::IpAddr::V6(v6)) => v6.to_ipv4_mapped().map(|v4| v4.to_string()).unwrap_or_default(),
+        _ => addr.to_owned(),
+    }
+}
+
 fn source_addr(parts_source: &str) -> Option<String> {
     Some(parts_source.to_owned())
 }
@@ -133,7 +146,7 @@ pub async fn login(
             "email (at most 254 bytes) and password (1 to 1024 bytes) are required",
         ));
     }
-    let keys = [format!("account:{email}"), format!("ip:{}", source.0)];
+    let keys = [format!("account:{email}"), format!("ip:{}", network_of(&source.0))];
     let audit = |outcome, detail: &str, actor_id: Option<String>| NewAudit {
         actor_id,
         actor_email: Some(email.clone()),
