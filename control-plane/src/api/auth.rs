@@ -115,7 +115,10 @@ fn network_of(addr: &str) -> String {
             let s = v6.segments();
             format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
         }
-        Ok(std::net::IpAddr::V6(v6)) => v6.to_ipv4_mapped().map(|v4| v4.to_string()).unwrap_or_default(),
+        Ok(std::net::IpAddr::V6(v6)) => v6
+            .to_ipv4_mapped()
+            .map(|v4| v4.to_string())
+            .unwrap_or_default(),
         _ => addr.to_owned(),
     }
 }
@@ -146,7 +149,10 @@ pub async fn login(
             "email (at most 254 bytes) and password (1 to 1024 bytes) are required",
         ));
     }
-    let keys = [format!("account:{email}"), format!("ip:{}", network_of(&source.0))];
+    let keys = [
+        format!("account:{email}"),
+        format!("ip:{}", network_of(&source.0)),
+    ];
     let audit = |outcome, detail: &str, actor_id: Option<String>| NewAudit {
         actor_id,
         actor_email: Some(email.clone()),

@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::slots::PageQuery;
-use super::{Actor, ApiError, ApiJson, ApiQuery, AppState};
+use super::{Actor, ApiError, ApiJson, ApiQuery, AppState, valid_name};
 use crate::rbac::Permission;
 use crate::store::centres::{Centre, Template, templates as builtin_templates};
 
@@ -70,14 +70,7 @@ pub async fn create(
             "POST /api/archonts/centers",
         )
         .await?;
-    let name = body.name.trim();
-    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_name",
-            "name must be 1 to 100 characters, without control characters",
-        ));
-    }
+    let name = valid_name(&body.name)?;
     let Some(template) = builtin_templates()
         .into_iter()
         .find(|t| t.id == body.template_id)

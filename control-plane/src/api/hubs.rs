@@ -7,9 +7,8 @@ use serde::{Deserialize, Serialize};
 use vss_shared::HubId;
 
 use super::slots::PageQuery;
-use super::{Actor, ApiError, ApiJson, ApiPath, ApiQuery, AppState};
+use super::{Actor, ApiError, ApiJson, ApiPath, ApiQuery, AppState, valid_name};
 use crate::rbac::Permission;
-use crate::store::Scope;
 use crate::store::hubs::{EnrollmentToken, Hub};
 
 /// Enrollment tokens expire after this long.
@@ -89,25 +88,8 @@ pub async fn create(
     let invalid =
         |code, message: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message);
     let id = HubId::new(body.id.clone()).map_err(|e| invalid("invalid_hub_id", e.to_string()))?;
-    let name = body.name.trim();
-    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-        return Err(invalid(
-            "invalid_name",
-            "name must be 1 to 100 characters, without control characters".into(),
-        ));
-    }
-    let centre = match (actor.scope(), body.centre_id) {
-        (Scope::Centre(own), None) => own,
-        (Scope::Centre(own), Some(given)) if given == own => own,
-        (Scope::Centre(_), Some(_)) => return Err(ApiError::not_found("centre")),
-        (Scope::All, Some(given)) => given,
-        (Scope::All, None) => {
-            return Err(invalid("invalid_centre", "centre_id is required".into()));
-        }
-    };
-    if state.store.centre(&Scope::All, &centre).await?.is_none() {
-        return Err(ApiError::not_found("centre"));
-    }
+    let name = valid_name(&body.name)?;
+    let centre = actor.centre_for_new_row(&state, body.centre_id).await?;
     let hub = state.store.create_hub(&centre, id.as_str(), name).await?;
     Ok((StatusCode::CREATED, Json(hub)))
 }

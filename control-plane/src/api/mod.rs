@@ -132,6 +132,33 @@ impl Actor {
         Err(ApiError::forbidden())
     }
 
+    /// The centre a row this actor creates belongs to: their own (a `given`
+    /// other centre reads as not found), or for administrators the `given`
+    /// one, which must exist.
+    pub async fn centre_for_new_row(
+        &self,
+        state: &AppState,
+        given: Option<String>,
+    ) -> Result<String, ApiError> {
+        let centre = match (self.scope(), given) {
+            (Scope::Centre(own), None) => return Ok(own),
+            (Scope::Centre(own), Some(given)) if given == own => return Ok(own),
+            (Scope::Centre(_), Some(_)) => return Err(ApiError::not_found("centre")),
+            (Scope::All, Some(given)) => given,
+            (Scope::All, None) => {
+                return Err(ApiError::new(
+                    axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_centre",
+                    "centre_id is required",
+                ));
+            }
+        };
+        match state.store.centre(&Scope::All, &centre).await? {
+            Some(_) => Ok(centre),
+            None => Err(ApiError::not_found("centre")),
+        }
+    }
+
     /// The audit record of an action by this actor.
     pub fn audit(&self, action: &str, target: Option<String>, outcome: Outcome) -> NewAudit {
         NewAudit {
@@ -144,6 +171,19 @@ impl Actor {
             ..NewAudit::default()
         }
     }
+}
+
+/// `name` trimmed, when it is 1–100 characters without control characters.
+pub fn valid_name(name: &str) -> Result<&str, ApiError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return Err(ApiError::new(
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_name",
+            "name must be 1 to 100 characters, without control characters",
+        ));
+    }
+    Ok(name)
 }
 
 /// The client's address as the socket saw it.

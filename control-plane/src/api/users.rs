@@ -10,7 +10,6 @@ use super::slots::PageQuery;
 use super::{Actor, ApiError, ApiJson, ApiPath, ApiQuery, AppState};
 use crate::auth::password::{check_strength, hash_password};
 use crate::rbac::{Permission, Role, allows, may_assign};
-use crate::store::Scope;
 use crate::store::users::{NewUser, User};
 
 /// `POST /api/users` body.
@@ -123,27 +122,16 @@ pub async fn create(
         ));
     }
     check_strength(&body.password).map_err(|why| invalid("weak_password", &why))?;
-    let centre_id = match (body.role.is_platform(), actor.scope(), body.centre_id) {
-        (true, _, None) => None,
-        (true, _, Some(_)) => {
+    let centre_id = match (body.role.is_platform(), body.centre_id) {
+        (true, None) => None,
+        (true, Some(_)) => {
             return Err(invalid(
                 "invalid_centre",
                 "administrators belong to no centre",
             ));
         }
-        (false, Scope::Centre(own), None) => Some(own),
-        (false, Scope::Centre(own), Some(given)) if given == own => Some(own),
-        (false, Scope::Centre(_), Some(_)) => return Err(ApiError::not_found("centre")),
-        (false, Scope::All, None) => {
-            return Err(invalid("invalid_centre", "a centre role needs centre_id"));
-        }
-        (false, Scope::All, Some(given)) => Some(given),
+        (false, given) => Some(actor.centre_for_new_row(&state, given).await?),
     };
-    if let Some(centre) = &centre_id
-        && state.store.centre(&Scope::All, centre).await?.is_none()
-    {
-        return Err(ApiError::not_found("centre"));
-    }
     let password_hash = hash_password(&body.password).map_err(|e| ApiError::internal(&e))?;
     let user = state
         .store
