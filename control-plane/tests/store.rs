@@ -138,14 +138,22 @@ on_both_backends! {
             s.rotate_refresh_token(&first, 60_000).await.unwrap(),
             Rotation::Reused { user_id: user.id.clone(), family_id: family.clone() }
         );
-        assert!(matches!(s.rotate_refresh_token(&second, 60_000).await.unwrap(), Rotation::Reused { .. }));
+        // `second` died with its family; refused, without a second alarm.
+        assert_eq!(
+            s.rotate_refresh_token(&second, 60_000).await.unwrap(),
+            Rotation::Revoked { user_id: user.id.clone() }
+        );
         assert_eq!(s.rotate_refresh_token("not-a-token", 60_000).await.unwrap(), Rotation::Unknown);
         // Expiry and logout.
         let (short, _) = s.issue_refresh_token(&user.id, -1).await.unwrap();
         assert_eq!(s.rotate_refresh_token(&short, 60_000).await.unwrap(), Rotation::Expired);
         let (live, _) = s.issue_refresh_token(&user.id, 60_000).await.unwrap();
         assert!(s.revoke_refresh_family(&live).await.unwrap());
-        assert!(matches!(s.rotate_refresh_token(&live, 60_000).await.unwrap(), Rotation::Reused { .. }));
+        // Logged out, never used: refused without a theft alarm.
+        assert_eq!(
+            s.rotate_refresh_token(&live, 60_000).await.unwrap(),
+            Rotation::Revoked { user_id: user.id.clone() }
+        );
         assert!(!s.revoke_refresh_family("unknown").await.unwrap());
     }
 

@@ -302,6 +302,19 @@ pub async fn refresh(
                 .await;
             Err(ApiError::unauthorized("refresh token refused"))
         }
+        Rotation::Revoked { user_id } => {
+            state
+                .audit(audit(
+                    "auth.refresh",
+                    Outcome::Denied,
+                    Some(user_id),
+                    "revoked token",
+                ))
+                .await;
+            Err(ApiError::unauthorized(
+                "refresh token revoked; log in again",
+            ))
+        }
         Rotation::Expired => {
             state
                 .audit(audit(

@@ -3,7 +3,7 @@
 //! a message it can act on; a 5xx means the server failed, and its details go
 //! to the log, not to the client.
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
@@ -122,8 +122,31 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Conflict(what) => ApiError::conflict(what),
             StoreError::Page(e) => ApiError::bad_request("bad_page", e.to_string()),
+            // Postgres refuses text it cannot store (SQLSTATE 22021, e.g. NUL):
+            // the client's input, not the server's failure.
+            StoreError::Db(sqlx::Error::Database(db)) if db.code().as_deref() == Some("22021") => {
+                ApiError::bad_request("invalid_text", "text must not contain NUL characters")
+            }
             other => ApiError::internal(&other),
         }
+    }
+}
+
+fn nul_refused() -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_text",
+        "text must not contain NUL characters",
+    )
+}
+
+/// Whether any string (or key) in `value` holds a NUL character.
+fn holds_nul(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::String(s) => s.contains('\0'),
+        serde_json::Value::Array(items) => items.iter().any(holds_nul),
+        serde_json::Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+        _ => false,
     }
 }
 
@@ -139,31 +162,61 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(ApiJson(value)),
-            Err(rejection) => Err(json_rejection(rejection)),
+        let json = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|ct| ct.split(';').next())
+            .map(|mime| mime.trim().to_ascii_lowercase())
+            .is_some_and(|mime| {
+                mime == "application/json"
+                    || (mime.starts_with("application/") && mime.ends_with("+json"))
+            });
+        if !json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as JSON with Content-Type: application/json",
+            ));
         }
-    }
-}
-
-fn json_rejection(rejection: JsonRejection) -> ApiError {
-    let text = rejection.body_text();
-    match rejection {
-        JsonRejection::MissingJsonContentType(_) => ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "send the body as JSON with Content-Type: application/json",
-        ),
-        JsonRejection::JsonSyntaxError(_) => ApiError::bad_request("malformed_json", text),
-        JsonRejection::JsonDataError(_) => {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", text)
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    "the request body is too large or could not be read",
+                )
+            })?;
+        // Strictly into `T` (unknown and duplicate fields refused), naming the field at fault.
+        let mut de = serde_json::Deserializer::from_slice(&bytes);
+        let classify = |path: String, inner: serde_json::Error| {
+            let at = if path == "." || path.is_empty() {
+                String::new()
+            } else {
+                format!("{path}: ")
+            };
+            match inner.classify() {
+                serde_json::error::Category::Data => ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_body",
+                    format!("{at}{inner}"),
+                ),
+                _ => ApiError::bad_request("malformed_json", format!("malformed JSON: {inner}")),
+            }
+        };
+        let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            classify(path, e.into_inner())
+        })?;
+        de.end().map_err(|e| classify(String::new(), e))?;
+        // No text with NUL reaches a handler: Postgres cannot store it, and no
+        // field of ours has a use for it.
+        let raw: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        if holds_nul(&raw) {
+            return Err(nul_refused());
         }
-        JsonRejection::BytesRejection(_) => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            "the request body is too large or could not be read",
-        ),
-        _ => ApiError::bad_request("bad_body", text),
+        Ok(ApiJson(value))
     }
 }
 
@@ -181,8 +234,17 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
-            .map(|axum::extract::Path(v)| ApiPath(v))
             .map_err(|r: PathRejection| ApiError::bad_request("bad_path", r.body_text()))
+            .and_then(|axum::extract::Path(v)| {
+                if parts.uri.path().to_ascii_lowercase().contains("%00") {
+                    Err(ApiError::bad_request(
+                        "bad_path",
+                        "path must not contain NUL characters",
+                    ))
+                } else {
+                    Ok(ApiPath(v))
+                }
+            })
     }
 }
 
@@ -198,6 +260,16 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if parts
+            .uri
+            .query()
+            .is_some_and(|q| q.to_ascii_lowercase().contains("%00"))
+        {
+            return Err(ApiError::bad_request(
+                "bad_query",
+                "query must not contain NUL characters",
+            ));
+        }
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|axum::extract::Query(v)| ApiQuery(v))

@@ -117,6 +117,12 @@ impl Actor {
         if allows(self.role, permission) {
             return Ok(());
         }
+        let detail = format!("role {} lacks {permission:?}", self.role.as_str());
+        Err(self.deny(state, action, &detail).await)
+    }
+
+    /// A 403 for `action`, audited as `auth.permission_denied` with `detail`.
+    pub async fn deny(&self, state: &AppState, action: &str, detail: &str) -> ApiError {
         state
             .audit(NewAudit {
                 centre_id: self.centre.clone(),
@@ -125,11 +131,11 @@ impl Actor {
                 target: Some(action.to_owned()),
                 source_addr: Some(self.source.clone()),
                 outcome: Some(Outcome::Denied),
-                detail: Some(format!("role {} lacks {permission:?}", self.role.as_str())),
+                detail: Some(detail.to_owned()),
                 ..NewAudit::default()
             })
             .await;
-        Err(ApiError::forbidden())
+        ApiError::forbidden()
     }
 
     /// The centre a row this actor creates belongs to: their own (a `given`

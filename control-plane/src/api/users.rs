@@ -113,7 +113,12 @@ pub async fn create(
     let invalid =
         |code, message: &str| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message);
     if !may_assign(actor.role, body.role) {
-        return Err(ApiError::forbidden());
+        let detail = format!(
+            "role {} may not create a {} account",
+            actor.role.as_str(),
+            body.role.as_str()
+        );
+        return Err(actor.deny(&state, "POST /api/users", &detail).await);
     }
     if !valid_email(&body.email) {
         return Err(invalid(
@@ -158,7 +163,12 @@ async fn set_disabled(
         return Err(ApiError::not_found("user"));
     };
     if !may_assign(actor.role, target.role) {
-        return Err(ApiError::forbidden());
+        let detail = format!(
+            "role {} may not manage a {} account",
+            actor.role.as_str(),
+            target.role.as_str()
+        );
+        return Err(actor.deny(state, action, &detail).await);
     }
     if target.id == actor.id {
         return Err(ApiError::conflict(

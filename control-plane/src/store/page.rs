@@ -55,6 +55,9 @@ impl PageRequest {
                     .map_err(|_| PageError::BadCursor)?;
                 let text = String::from_utf8(bytes).map_err(|_| PageError::BadCursor)?;
                 let id = text.strip_prefix("v1:").ok_or(PageError::BadCursor)?;
+                if id.chars().any(char::is_control) {
+                    return Err(PageError::BadCursor);
+                }
                 Some(id.to_owned())
             }
         };

@@ -30,6 +30,11 @@ pub enum Rotation {
         /// The family that was revoked.
         family_id: String,
     },
+    /// Revoked (logout, disabled account) and never used: refused, no alarm.
+    Revoked {
+        /// Owner.
+        user_id: String,
+    },
     /// Past its expiry.
     Expired,
     /// Not a token this server issued.
@@ -100,8 +105,12 @@ impl Store {
             let family_id: String = row.try_get("family_id")?;
             let user_id: String = row.try_get("user_id")?;
             let expires_at_ms: i64 = row.try_get("expires_at_ms")?;
-            let spent = row.try_get::<Option<i64>, _>("used_at_ms")?.is_some()
-                || row.try_get::<Option<i64>, _>("revoked_at_ms")?.is_some();
+            let used = row.try_get::<Option<i64>, _>("used_at_ms")?.is_some();
+            let revoked = row.try_get::<Option<i64>, _>("revoked_at_ms")?.is_some();
+            if revoked && !used {
+                return Ok(Rotation::Revoked { user_id });
+            }
+            let spent = used || revoked;
             // Mark it used only if nobody did in the meantime.
             let claimed = !spent
                 && sqlx::query("UPDATE refresh_tokens SET used_at_ms = $1 WHERE id = $2 AND used_at_ms IS NULL AND revoked_at_ms IS NULL")
