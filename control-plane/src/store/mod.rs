@@ -26,6 +26,7 @@ pub mod users;
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::Connection as _;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -139,7 +140,7 @@ impl Scope {
 /// Hides the password of a database URL for messages.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
+        (Some(scheme), Some(at)) if at > scheme && url[scheme + 3..at].contains(':') => {
             let userinfo = &url[scheme + 3..at];
             let user = userinfo.split(':').next().unwrap_or("");
             format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
@@ -176,6 +177,14 @@ impl Store {
                 .map_err(connect)?;
             Pool::Sqlite(pool)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            // One direct connection first: its error says why (refused, bad
+            // password, no such database); a pool would only say it timed out.
+            let probe =
+                tokio::time::timeout(Duration::from_secs(5), sqlx::PgConnection::connect(url))
+                    .await
+                    .map_err(|_| connect(sqlx::Error::PoolTimedOut))?
+                    .map_err(connect)?;
+            let _ = probe.close().await;
             let pool = PgPoolOptions::new()
                 .max_connections(max_connections)
                 .acquire_timeout(Duration::from_secs(5))
