@@ -146,6 +146,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         base: Duration::from_secs(auth.lockout_base_s),
         max: Duration::from_secs(auth.lockout_max_s),
     });
+    let config_list_cache_ms = config.server.list_cache_ms;
     let state = AppState::new(Inner {
         store: store.clone(),
         keys: JwtKeys::new(&secret),
@@ -153,6 +154,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         config,
         metrics: ApiMetrics::default(),
         started: Instant::now(),
+        slot_pages: crate::api::page_cache::PageCache::new(Duration::from_millis(
+            config_list_cache_ms,
+        )),
     });
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let done = tokio::spawn(async move {

@@ -36,6 +36,10 @@ pub struct ServerSection {
     pub body_limit_bytes: usize,
     /// Base URL of the Guacamole web gateway, used in remote-access descriptors.
     pub guacamole_url: String,
+    /// How long a serialised `GET /api/slots` page may be served again, in ms,
+    /// while no write through this instance changed the slots; 0 disables it.
+    /// Bounds how stale a page can be after a write through another instance.
+    pub list_cache_ms: u64,
 }
 
 /// `[database]`
@@ -98,6 +102,7 @@ impl Default for ServerSection {
             http: SocketAddr::from(([127, 0, 0, 1], 8780)),
             body_limit_bytes: 256 * 1024,
             guacamole_url: "http://127.0.0.1:8080/guacamole".into(),
+            list_cache_ms: 500,
         }
     }
 }
@@ -204,6 +209,13 @@ pub fn validate(config: &Config, origin: &str) -> Result<(), ConfigError> {
             "server.body_limit_bytes",
             config.server.body_limit_bytes.to_string(),
             "must be between 1024 and 67108864",
+        ));
+    }
+    if config.server.list_cache_ms > 10_000 {
+        return Err(invalid(
+            "server.list_cache_ms",
+            config.server.list_cache_ms.to_string(),
+            "must be between 0 (off) and 10000",
         ));
     }
     let auth = &config.auth;

@@ -17,6 +17,7 @@ pub mod error;
 pub mod health;
 pub mod hubs;
 pub mod openapi;
+pub mod page_cache;
 pub mod slots;
 pub mod users;
 
@@ -60,6 +61,8 @@ pub struct Inner {
     pub metrics: ApiMetrics,
     /// When the process started.
     pub started: Instant,
+    /// Serialised `GET /api/slots` pages (`server.list_cache_ms`).
+    pub slot_pages: page_cache::PageCache,
 }
 
 impl std::ops::Deref for AppState {

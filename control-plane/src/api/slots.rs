@@ -1,11 +1,16 @@
 //! Slots as hubs report them, and what users ask of them: restarts and calls
 //! (queued as hub commands; the sync delivers them) and remote access.
 
+use std::time::Instant;
+
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use super::page_cache::PageKey;
 use super::{Actor, ApiError, ApiJson, ApiPath, ApiQuery, AppState};
 use crate::rbac::Permission;
 use crate::store::page::{Page, PageRequest};
@@ -70,12 +75,34 @@ pub async fn list(
     State(state): State<AppState>,
     actor: Actor,
     ApiQuery(query): ApiQuery<PageQuery>,
-) -> Result<Json<SlotPage>, ApiError> {
+) -> Result<Response, ApiError> {
     actor
         .require(&state, Permission::SlotsRead, "GET /api/slots")
         .await?;
     let page = query.request()?;
-    Ok(Json(state.store.slots(&actor.scope(), &page).await?.into()))
+    let scope = actor.scope();
+    let key = PageKey {
+        centre: scope.centre().map(str::to_owned),
+        after: page.after.clone(),
+        limit: page.limit,
+    };
+    // The generation is read before the rows: a write that races the read
+    // outdates the page at once.
+    let generation = state.store.slots_generation();
+    let body = match state.slot_pages.get(&key, generation, Instant::now()) {
+        Some(body) => body,
+        None => {
+            let fresh = SlotPage::from(state.store.slots(&scope, &page).await?);
+            let body = Bytes::from(serde_json::to_vec(&fresh).map_err(|e| {
+                ApiError::internal(&format_args!("slot page could not be serialised: {e}"))
+            })?);
+            state
+                .slot_pages
+                .put(key, generation, Instant::now(), body.clone());
+            body
+        }
+    };
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 /// One slot.

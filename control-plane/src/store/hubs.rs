@@ -186,6 +186,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
+            self.slots_changed();
             Ok(true)
         })
     }

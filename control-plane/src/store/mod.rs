@@ -24,6 +24,8 @@ pub mod tokens;
 pub mod users;
 
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::Connection as _;
@@ -116,6 +118,10 @@ pub enum StoreError {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: Pool,
+    /// Bumped after every committed write that changes what a slot listing
+    /// shows (a slot report, a hub revoked). Readers that cache a listing
+    /// compare it to tell whether their copy is still current.
+    slots_generation: Arc<AtomicU64>,
 }
 
 /// Which call centre's rows a request may see: all (platform admins) or one.
@@ -198,7 +204,21 @@ impl Store {
                 why: "expected sqlite://PATH or postgres://…".into(),
             });
         };
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            slots_generation: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// The slot listing's generation: changes whenever a write through this
+    /// `Store` (or a clone of it) changes what a slot listing shows.
+    pub fn slots_generation(&self) -> u64 {
+        self.slots_generation.load(Ordering::Acquire)
+    }
+
+    /// Marks slot listings read before now as outdated. Called after commit.
+    pub(crate) fn slots_changed(&self) {
+        self.slots_generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Applies every pending migration of this backend's tree.

@@ -75,6 +75,7 @@ pub struct Command {
 }
 
 /// `SELECT` of a slot joined with its hub, followed by `$rest` (a literal).
+/// [`from_row`] reads the columns by position: keep the two in step.
 macro_rules! select_slots {
     ($rest:literal) => {
         concat!(
@@ -86,17 +87,20 @@ macro_rules! select_slots {
     };
 }
 
+/// Reads a row of [`select_slots!`] by column position (in its `SELECT`
+/// order): a page decodes 13 columns × 100 rows, and looking each column up by
+/// name costs a hash and a type check per value.
 fn from_row<R>(row: &R) -> Result<(Slot, Option<String>), sqlx::Error>
 where
     R: Row,
-    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    usize: sqlx::ColumnIndex<R>,
     for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
     for<'a> Option<String>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
     for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
     for<'a> Option<i64>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
 {
-    let fsm_state: String = row.try_get("fsm_state")?;
-    let revoked = row.try_get::<Option<i64>, _>("revoked_at_ms")?.is_some();
+    let fsm_state: String = row.try_get(4)?;
+    let revoked = row.try_get::<Option<i64>, _>(12)?.is_some();
     let status = match fsm_state.parse::<SlotState>() {
         _ if revoked => SlotStatus::Offline,
         Ok(state) => state.status(),
@@ -104,20 +108,20 @@ where
     };
     Ok((
         Slot {
-            id: row.try_get("id")?,
-            name: row.try_get("name")?,
+            id: row.try_get(0)?,
+            name: row.try_get(1)?,
             status: status.as_str().to_owned(),
-            device_type: row.try_get("kind")?,
-            internal_sip_number: row.try_get("sip_number")?,
+            device_type: row.try_get(2)?,
+            internal_sip_number: row.try_get(3)?,
             fsm_state,
-            fault_reason: row.try_get("fault_reason")?,
-            hub_id: row.try_get("hub_id")?,
-            hub_slot_id: row.try_get("hub_slot_id")?,
-            centre_id: row.try_get("centre_id")?,
-            updated_at_ms: row.try_get("updated_at_ms")?,
-            hub_last_seen_ms: row.try_get("last_seen_ms")?,
+            fault_reason: row.try_get(5)?,
+            hub_id: row.try_get(6)?,
+            hub_slot_id: row.try_get(7)?,
+            centre_id: row.try_get(8)?,
+            updated_at_ms: row.try_get(9)?,
+            hub_last_seen_ms: row.try_get(11)?,
         },
-        row.try_get("remote_host")?,
+        row.try_get(10)?,
     ))
 }
 
@@ -167,6 +171,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
+            self.slots_changed();
             Ok(id)
         })
     }

@@ -39,10 +39,13 @@ static PASSWORD_HASH: LazyLock<String> =
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The configuration of a test server on `db_url`: an ephemeral port,
-/// development mode with a strong secret, a small pool.
+/// development mode with a strong secret, a small pool, and no slot page
+/// cache: tests seed through their own `Store`, which is to the server what
+/// another control-plane instance is (`api_slot_cache.rs` tests the cache).
 pub fn config(db_url: &str) -> Config {
     let mut config = Config::default();
     config.server.http = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.server.list_cache_ms = 0;
     config.database.url = db_url.to_owned();
     config.database.data_dir = std::env::temp_dir();
     config.database.max_connections = 4;
