@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
 # Brings the whole system up on one machine: the control plane on embedded
-# SQLite and a hub with 16 simulated slots. Prints the API URLs and the first
-# administrator's credentials. Ctrl-C stops both.
+# SQLite and a hub with 16 simulated slots, enrolled with it and syncing over
+# QUIC with mutual TLS. Prints the API URLs and the first administrator's
+# credentials. Ctrl-C stops both.
 #
 # State lives in .demo/ (delete it to start afresh). The first admin's password
 # is shown by the control plane only once, so the launcher keeps it in
-# .demo/admin-credentials (mode 0600) for later runs.
-#
-# The hub and the control plane do not talk to each other yet: that is the
-# sync issue. Until then the hub's slots are on the hub API.
+# .demo/admin-credentials (mode 0600) for later runs. The hub is enrolled on
+# the first run (`control-plane hub enroll`, then `hubd enroll`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cp_http=${CP_HTTP:-127.0.0.1:8780}
+cp_sync=${CP_SYNC:-127.0.0.1:8781}
 hub_api=${HUB_API:-127.0.0.1:8790}
 slots=${SLOTS:-16}
 state=.demo
@@ -27,11 +27,8 @@ stop() {
 }
 trap stop EXIT INT TERM
 
-target/release/control-plane serve --data-dir "$state/control-plane" --http "$cp_http" \
+target/release/control-plane serve --data-dir "$state/control-plane" --http "$cp_http" --sync "$cp_sync" \
   > "$state/control-plane.out" 2> "$state/control-plane.log" &
-pids+=($!)
-target/release/hubd demo --slots "$slots" --api "$hub_api" --data-dir "$state/hub" \
-  > "$state/hub.out" 2> "$state/hub.log" &
 pids+=($!)
 
 wait_for() { # file pattern process
@@ -43,6 +40,16 @@ wait_for() { # file pattern process
   echo "timed out waiting for $1"; exit 1
 }
 wait_for "$state/control-plane.out" "First admin\|Accounts:" "${pids[0]}"
+
+if [ ! -f "$state/hub/sync/enrollment.json" ]; then
+  token=$(target/release/control-plane hub enroll --data-dir "$state/control-plane" \
+            --name "Demo hub" --id hub-demo --centre "Demo centre" --create-centre | grep '^vss1\.')
+  target/release/hubd enroll --control-plane "$cp_sync" --token "$token" --data-dir "$state/hub"
+fi
+
+target/release/hubd demo --slots "$slots" --api "$hub_api" --data-dir "$state/hub" \
+  > "$state/hub.out" 2> "$state/hub.log" &
+pids+=($!)
 wait_for "$state/hub.out" "/api/slots" "${pids[1]}"
 
 credentials="$state/admin-credentials"
@@ -60,7 +67,9 @@ VSS Demiurge is up.
   First admin:                               $email  $password
   Log in:  curl -s -X POST http://$cp_http/api/auth/login -H 'content-type: application/json' \\
              -d '{"email":"$email","password":"$password"}'
-  Hub with $slots simulated slots:              http://$hub_api/api/slots   (target/release/hubd status --api $hub_api)
+  Slots as the hub reports them:             GET http://$cp_http/api/slots  (with the token from the login)
+  Hub fleet endpoint (QUIC, mutual TLS):     $cp_sync
+  Hub hub-demo, $slots simulated slots, local API: http://$hub_api/api/slots   (target/release/hubd status --api $hub_api)
   Logs:    $state/control-plane.log, $state/hub.log
 Press Ctrl-C to stop.
 TXT

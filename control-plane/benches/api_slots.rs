@@ -354,6 +354,7 @@ fn measure_on(
     let name = backend.name();
     let mut config = Config::default();
     config.server.http = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.sync.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     config.database.url = db.url().to_owned();
     config.database.data_dir = db.data_dir();
     if let Some(pool) = options.pool {

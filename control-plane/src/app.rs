@@ -5,7 +5,7 @@
 //! checked before the server answers its first request.
 
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
@@ -17,6 +17,7 @@ use crate::auth::lockout::{LockoutPolicy, Lockouts};
 use crate::auth::password::{hash_password, random_password};
 use crate::auth::secret::{self, SecretSource};
 use crate::config::{Config, Mode};
+use crate::fleet::{self, ca::FleetCa};
 use crate::metrics::ApiMetrics;
 use crate::rbac::Role;
 use crate::store::users::NewUser;
@@ -70,6 +71,10 @@ pub struct FirstAdmin {
 pub struct Running {
     /// Where the HTTP API listens.
     pub addr: SocketAddr,
+    /// Where the fleet endpoint listens (UDP), when `sync.enabled`.
+    pub sync_addr: Option<SocketAddr>,
+    /// SHA-256 of the fleet CA certificate, when `sync.enabled`.
+    pub ca_fingerprint: Option<[u8; 32]>,
     /// Set when this start created the first administrator.
     pub first_admin: Option<FirstAdmin>,
     /// Finishes when the server stops.
@@ -147,7 +152,30 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         max: Duration::from_secs(auth.lockout_max_s),
     });
     let config_list_cache_ms = config.server.list_cache_ms;
+    let fleet = if config.sync.enabled {
+        let dir = &config.database.data_dir;
+        std::fs::create_dir_all(dir).map_err(|source| StartError::DataDir {
+            path: dir.clone(),
+            source,
+        })?;
+        let ca = FleetCa::load_or_create(dir, crate::store::now_ms())
+            .map_err(|e| StartError::Other(e.to_string()))?;
+        let endpoint = fleet::server::start(
+            store.clone(),
+            Arc::new(ca),
+            config.sync.listen,
+            &config.sync.names(),
+            shutdown.clone(),
+        )
+        .map_err(|e| StartError::Other(e.to_string()))?;
+        Some(endpoint)
+    } else {
+        None
+    };
+    let sync_addr = fleet.as_ref().map(|e| e.addr);
+    let ca_fingerprint = fleet.as_ref().map(|e| e.fleet.ca_fingerprint());
     let state = AppState::new(Inner {
+        fleet: fleet.as_ref().map(|e| e.fleet.clone()),
         store: store.clone(),
         keys: JwtKeys::new(&secret),
         lockouts: Mutex::new(lockouts),
@@ -166,11 +194,16 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         if let Err(e) = served {
             tracing::error!(error = %e, "HTTP server stopped");
         }
+        if let Some(endpoint) = fleet {
+            let _ = endpoint.done.await;
+        }
         store.close().await;
     });
     tracing::info!(api = %format!("http://{addr}"), "control plane started");
     Ok(Running {
         addr,
+        sync_addr,
+        ca_fingerprint,
         first_admin,
         done,
     })

@@ -13,8 +13,10 @@ use tokio_util::sync::CancellationToken;
 use crate::app::{self, StartError};
 use crate::auth::password::{check_strength, hash_password};
 use crate::config::{Config, ConfigError, cp_env};
+use crate::fleet::ca::FleetCa;
 use crate::rbac::Role;
 use crate::store::Scope;
+use crate::store::audit::{NewAudit, Outcome};
 use crate::store::users::NewUser;
 
 /// Exit code for a refused start or command.
@@ -50,6 +52,9 @@ enum Command {
         /// Address of the HTTP API.
         #[arg(long)]
         http: Option<SocketAddr>,
+        /// UDP address of the fleet endpoint hubs connect to (QUIC).
+        #[arg(long)]
+        sync: Option<SocketAddr>,
     },
     /// Apply pending database migrations and exit.
     Migrate {
@@ -66,6 +71,36 @@ enum Command {
     User {
         #[command(subcommand)]
         command: UserCommand,
+    },
+    /// Manage the fleet of hubs.
+    Hub {
+        #[command(subcommand)]
+        command: HubCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum HubCommand {
+    /// Register a hub (if new) and print a one-time enrollment token for
+    /// `hubd enroll`.
+    Enroll {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Human name of the hub, e.g. "Moscow 01".
+        #[arg(long)]
+        name: String,
+        /// The hub's call centre: its id or its name.
+        #[arg(long)]
+        centre: String,
+        /// Create the centre (standard template) when no centre has that name.
+        #[arg(long)]
+        create_centre: bool,
+        /// Hub id (a slug); derived from the name when absent.
+        #[arg(long)]
+        id: Option<String>,
+        /// How long the token stays valid, in hours.
+        #[arg(long, default_value_t = 24)]
+        ttl_hours: u32,
     },
 }
 
@@ -125,7 +160,7 @@ fn load(args: &StoreArgs) -> Result<Config, ConfigError> {
 
 async fn dispatch(command: Command) -> i32 {
     match command {
-        Command::Serve { store, http } => {
+        Command::Serve { store, http, sync } => {
             let mut config = match load(&store) {
                 Ok(config) => config,
                 Err(e) => return refuse(e),
@@ -133,8 +168,22 @@ async fn dispatch(command: Command) -> i32 {
             if let Some(http) = http {
                 config.server.http = http;
             }
+            if let Some(sync) = sync {
+                config.sync.listen = sync;
+            }
             serve(config).await
         }
+        Command::Hub {
+            command:
+                HubCommand::Enroll {
+                    store,
+                    name,
+                    centre,
+                    create_centre,
+                    id,
+                    ttl_hours,
+                },
+        } => enroll_hub(store, name, centre, create_centre, id, ttl_hours).await,
         Command::Migrate { store } => {
             let config = match load(&store) {
                 Ok(config) => config,
@@ -244,6 +293,123 @@ async fn create_user(args: StoreArgs, email: String, role: String, centre: Optio
     }
 }
 
+/// A hub id from a name: lowercase ASCII letters and digits, other runs as `-`.
+fn slug(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.trim().chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.ends_with('-') && !out.is_empty() {
+            out.push('-');
+        }
+    }
+    out.trim_end_matches('-').chars().take(63).collect()
+}
+
+async fn enroll_hub(
+    args: StoreArgs,
+    name: String,
+    centre: String,
+    create_centre: bool,
+    id: Option<String>,
+    ttl_hours: u32,
+) -> i32 {
+    let config = match load(&args) {
+        Ok(config) => config,
+        Err(e) => return refuse(e),
+    };
+    let id = id.unwrap_or_else(|| slug(&name));
+    if let Err(e) = vss_shared::HubId::new(id.clone()) {
+        return refuse(format!("--id {id:?}: {e} (pass --id explicitly)"));
+    }
+    if !(1..=24 * 30).contains(&ttl_hours) {
+        return refuse("--ttl-hours must be between 1 and 720");
+    }
+    let dir = &config.database.data_dir;
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        return refuse(format!("data dir {}: {e}", dir.display()));
+    }
+    let ca = match FleetCa::load_or_create(dir, crate::store::now_ms()) {
+        Ok(ca) => ca,
+        Err(e) => return refuse(e),
+    };
+    let store = match app::open_store(&config).await {
+        Ok(store) => store,
+        Err(e) => return refuse(e),
+    };
+    let outcome = async {
+        let centre = match store.centre(&Scope::All, &centre).await? {
+            Some(found) => found.id,
+            None => match store.centre_by_name(&centre).await? {
+                Some(found) => found.id,
+                None if create_centre => {
+                    let template = &crate::store::centres::templates()[0];
+                    store.create_centre(&centre, template, None).await?.id
+                }
+                None => {
+                    return Ok(Err(format!(
+                        "--centre {centre}: no centre with this id or name (--create-centre makes it)"
+                    )));
+                }
+            },
+        };
+        match store.hub(&Scope::All, &id).await? {
+            Some(hub) if hub.centre_id != centre => {
+                return Ok(Err(format!(
+                    "hub {id} exists in centre {}, not {centre}",
+                    hub.centre_id
+                )));
+            }
+            Some(_) => {}
+            None => {
+                store.create_hub(&centre, &id, &name).await?;
+            }
+        }
+        let ttl_ms = i64::from(ttl_hours) * 3_600_000;
+        let token = store
+            .create_enrollment_token(&Scope::All, &id, ttl_ms, None)
+            .await?;
+        store
+            .audit(NewAudit {
+                centre_id: Some(centre.clone()),
+                action: "hub.enrollment_token".into(),
+                target: Some(id.clone()),
+                source_addr: Some("cli".into()),
+                outcome: Some(if token.is_some() {
+                    Outcome::Ok
+                } else {
+                    Outcome::Denied
+                }),
+                ..NewAudit::default()
+            })
+            .await?;
+        Ok::<_, crate::store::StoreError>(
+            token.ok_or_else(|| format!("hub {id} is revoked: it cannot enroll again")),
+        )
+    }
+    .await;
+    store.close().await;
+    match outcome {
+        Ok(Ok(token)) => {
+            let text = vss_shared::enroll::EnrollmentToken {
+                secret: token.token,
+                ca_fingerprint: ca.fingerprint(),
+            }
+            .to_text();
+            println!("hub {id} ({name}) in centre {centre}");
+            println!("enrollment token (one use, valid {ttl_hours} h):");
+            println!("{text}");
+            println!(
+                "on the hub: hubd enroll --control-plane HOST:{} --token {text}",
+                config.sync.listen.port()
+            );
+            0
+        }
+        Ok(Err(why)) => refuse(why),
+        Err(e) => refuse(e),
+    }
+}
+
 async fn serve(config: Config) -> i32 {
     init_logging(&config);
     let shutdown = CancellationToken::new();
@@ -264,6 +430,13 @@ async fn serve(config: Config) -> i32 {
     println!("  API (no web admin yet): http://{addr}/api");
     println!("  OpenAPI:                http://{addr}/api/openapi.json");
     println!("  Health:                 http://{addr}/health");
+    if let (Some(sync), Some(fingerprint)) = (running.sync_addr, running.ca_fingerprint) {
+        println!("  Hubs (QUIC, mTLS):      {sync}");
+        println!(
+            "  Fleet CA SHA-256:       {}",
+            vss_shared::enroll::fingerprint_hex(&fingerprint)
+        );
+    }
     match &running.first_admin {
         Some(admin) => println!(
             "  First admin:            {} / {}   (shown once: log in and keep it safe)",

@@ -24,6 +24,43 @@ pub struct Config {
     pub auth: AuthSection,
     /// Logging.
     pub log: LogSection,
+    /// The QUIC endpoint hubs enroll and sync through.
+    pub sync: SyncSection,
+}
+
+/// `[sync]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyncSection {
+    /// Whether to serve hubs at all.
+    pub enabled: bool,
+    /// UDP address of the QUIC endpoint (`0.0.0.0:8781` to serve hubs elsewhere).
+    pub listen: SocketAddr,
+    /// Names and addresses hubs use to reach the endpoint, comma-separated:
+    /// they go into the server certificate (DNS names or IP addresses).
+    pub server_names: String,
+}
+
+impl Default for SyncSection {
+    fn default() -> Self {
+        SyncSection {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8781)),
+            server_names: "localhost,127.0.0.1,::1".into(),
+        }
+    }
+}
+
+impl SyncSection {
+    /// `server_names` split and trimmed.
+    pub fn names(&self) -> Vec<String> {
+        self.server_names
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
 }
 
 /// `[server]`
@@ -209,6 +246,13 @@ pub fn validate(config: &Config, origin: &str) -> Result<(), ConfigError> {
             "server.body_limit_bytes",
             config.server.body_limit_bytes.to_string(),
             "must be between 1024 and 67108864",
+        ));
+    }
+    if config.sync.enabled && config.sync.names().is_empty() {
+        return Err(invalid(
+            "sync.server_names",
+            config.sync.server_names.clone(),
+            "name at least one DNS name or IP address hubs use to reach the control plane",
         ));
     }
     if config.server.list_cache_ms > 10_000 {

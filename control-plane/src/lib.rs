@@ -16,6 +16,7 @@ pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod fleet;
 pub mod metrics;
 pub mod rbac;
 pub mod store;

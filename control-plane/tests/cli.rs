@@ -204,6 +204,8 @@ fn bad_configuration_and_unreachable_databases_are_refused_in_one_line() {
                 data.to_str().unwrap(),
                 "--http",
                 "127.0.0.1:0",
+                "--sync",
+                "127.0.0.1:0",
             ],
             "",
             &[("CP__AUTH__MODE", "production")],

@@ -41,6 +41,9 @@ pub enum StartError {
     /// The store cannot be opened or initialised.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The enrollment in the data directory is unusable.
+    #[error(transparent)]
+    Sync(#[from] crate::sync::SyncError),
 }
 
 /// A running hub.
@@ -92,6 +95,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             source,
         })?;
 
+    // A broken enrollment refuses the start before the store is touched.
+    let identity = crate::sync::identity::load(&config.hub.data_dir)?;
     let metrics = Arc::new(Metrics::default());
     let options = StoreOptions {
         data_dir: config.hub.data_dir.clone(),
@@ -120,6 +125,29 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         metrics: metrics.clone(),
         timing: config.supervisor.clone(),
     };
+    // Sync with the control plane when this hub is enrolled; the hub works
+    // the same without it.
+    let sync_status = Arc::new(crate::sync::client::SyncStatus::default());
+    let sync = match identity {
+        Some(identity) => {
+            if identity.enrollment.hub_id != config.hub.id {
+                tracing::warn!(configured = %config.hub.id, enrolled = %identity.enrollment.hub_id, "hub.id differs from the enrolled hub id; the control plane knows this hub by the enrolled one");
+            }
+            tracing::info!(control_plane = %identity.enrollment.control_plane, "syncing with the control plane");
+            Some(crate::sync::client::spawn(
+                identity,
+                store.handle(),
+                store.db_path().to_owned(),
+                registry.clone(),
+                sync_status.clone(),
+                shutdown.clone(),
+            ))
+        }
+        None => {
+            tracing::info!("not enrolled with a control plane: running standalone (hubd enroll)");
+            None
+        }
+    };
     let mut supervisors = JoinSet::new();
     supervisor::spawn_all(&registry, &ctx, &readiness, &shutdown, &mut supervisors);
     drop(ctx);
@@ -129,6 +157,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         registry: registry.clone(),
         metrics,
         readiness,
+        sync: sync.is_some().then(|| sync_status.clone()),
     });
     let api_shutdown = shutdown.clone();
     let api = tokio::spawn(async move {
@@ -150,6 +179,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             }
         }
         let _ = api.await;
+        if let Some(sync) = sync {
+            let _ = sync.await;
+        }
         store.close().await;
         tracing::info!("hubd stopped");
     });

@@ -51,6 +51,22 @@ enum Command {
     },
     /// Run a hub with simulated slots and no config file.
     Demo(DemoArgs),
+    /// Enroll this hub with a control plane, once, with a token from
+    /// `control-plane hub enroll` (or `POST /api/hubs/{id}/enrollment-tokens`).
+    Enroll {
+        /// `HOST:PORT` of the control plane's fleet endpoint (UDP).
+        #[arg(long)]
+        control_plane: String,
+        /// The one-time token (`vss1.…`).
+        #[arg(long)]
+        token: String,
+        /// The hub's config file (its hub.data_dir receives the certificate).
+        #[arg(long, conflicts_with = "data_dir")]
+        config: Option<PathBuf>,
+        /// The hub's data directory, instead of --config.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Print the slots of a running hub, read from its local API.
     Status {
         /// Address of the hub's local API.
@@ -175,6 +191,31 @@ async fn dispatch(command: Command) -> i32 {
             Err(e) => refuse(e),
         },
         Command::Status { api } => status(api).await,
+        Command::Enroll {
+            control_plane,
+            token,
+            config,
+            data_dir,
+        } => {
+            let data_dir = match (config, data_dir) {
+                (_, Some(dir)) => dir,
+                (Some(path), None) => match hub_env().and_then(|vars| Config::load(&path, vars)) {
+                    Ok(config) => config.hub.data_dir,
+                    Err(e) => return refuse(e),
+                },
+                (None, None) => return refuse("pass --config PATH or --data-dir DIR"),
+            };
+            match crate::sync::enroll::enroll(&data_dir, &control_plane, &token).await {
+                Ok(hub_id) => {
+                    println!(
+                        "enrolled as hub {hub_id} with {control_plane}; certificate in {}",
+                        crate::sync::identity::sync_dir(&data_dir).display()
+                    );
+                    0
+                }
+                Err(e) => refuse(e),
+            }
+        }
         Command::OutboxLoad {
             data_dir,
             events,
@@ -199,7 +240,12 @@ async fn serve(config: Config, banner: Option<DemoBanner>) -> i32 {
     let shutdown = CancellationToken::new();
     let hub = match app::start(config, shutdown.clone()).await {
         Ok(hub) => hub,
-        Err(e @ (StartError::Config(_) | StartError::ApiBind { .. } | StartError::Store(_))) => {
+        Err(
+            e @ (StartError::Config(_)
+            | StartError::ApiBind { .. }
+            | StartError::Store(_)
+            | StartError::Sync(_)),
+        ) => {
             return refuse(e);
         }
     };

@@ -23,3 +23,4 @@ pub mod logging;
 pub mod metrics;
 pub mod store;
 pub mod supervisor;
+pub mod sync;

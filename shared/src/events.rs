@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{CallDirection, SlotEventKind, SlotId, SlotState};
+use crate::{CallDirection, SlotEventKind, SlotId, SlotKind, SlotState};
 
 /// What an outbox entry carries; stored beside the payload as its `kind`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -56,6 +56,21 @@ pub struct SlotTransitionRecord {
     pub reason: Option<String>,
     /// When, in milliseconds since the Unix epoch (hub clock).
     pub at_ms: i64,
+    /// What the slot is, so the control plane can list a slot it has never
+    /// seen (added after the first release; absent from older hubs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<SlotIdentity>,
+}
+
+/// What a slot is: its kind, name and SIP extension.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotIdentity {
+    /// AUTO, MF or LS.
+    pub kind: SlotKind,
+    /// Display name.
+    pub name: String,
+    /// Internal SIP extension, e.g. `6001`.
+    pub sip_number: String,
 }
 
 /// A call detail record: one call attempt through a slot, answered or not.

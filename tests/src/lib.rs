@@ -12,10 +12,18 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+pub mod control_plane;
+
 /// The `hubd` binary of this build: `$HUBD_BIN`, or `hubd` beside the test
 /// executable's `deps/` directory (cargo and nextest both put it there).
 pub fn hubd_bin() -> PathBuf {
-    if let Some(path) = std::env::var_os("HUBD_BIN") {
+    workspace_bin("hubd", "HUBD_BIN")
+}
+
+/// A binary of this workspace: `$env_var`, or `name` beside the test
+/// executable's `deps/` directory.
+pub fn workspace_bin(name: &str, env_var: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(env_var) {
         return PathBuf::from(path);
     }
     let exe = std::env::current_exe().expect("the test knows its own path");
@@ -23,10 +31,10 @@ pub fn hubd_bin() -> PathBuf {
         .parent()
         .and_then(Path::parent)
         .expect("test executables live in target/<profile>/deps");
-    let bin = dir.join("hubd");
+    let bin = dir.join(name);
     assert!(
         bin.exists(),
-        "{} does not exist: build it first (cargo build -p hubd) or set HUBD_BIN",
+        "{} does not exist: build it first (cargo build --workspace --bins) or set {env_var}",
         bin.display()
     );
     bin
@@ -64,7 +72,12 @@ impl HubProcess {
 
     /// Starts `hubd` with `args`, its stderr (the log) going to `stderr`.
     pub fn spawn_with_stderr(args: &[&str], stderr: impl Into<Stdio>) -> HubProcess {
-        let mut child = Command::new(hubd_bin())
+        Self::spawn_program(&hubd_bin(), args, stderr)
+    }
+
+    /// Starts `program` (a binary of this workspace) with `args`.
+    pub fn spawn_program(program: &Path, args: &[&str], stderr: impl Into<Stdio>) -> HubProcess {
+        let mut child = Command::new(program)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -115,9 +115,21 @@ pub async fn enrollment_token(
         .store
         .create_enrollment_token(&actor.scope(), &id, ENROLLMENT_TTL_MS, Some(&actor.id))
         .await?;
-    token
-        .map(|t| (StatusCode::CREATED, Json(t)))
-        .ok_or_else(|| ApiError::not_found("hub (or it is revoked)"))
+    let mut token = token.ok_or_else(|| ApiError::not_found("hub (or it is revoked)"))?;
+    let Some(fleet) = &state.fleet else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "sync_disabled",
+            "hubs cannot enroll: this control plane runs with sync.enabled = false",
+        ));
+    };
+    // The token carries the fleet CA's fingerprint: the hub trusts exactly this CA.
+    token.token = vss_shared::enroll::EnrollmentToken {
+        secret: token.token,
+        ca_fingerprint: fleet.ca_fingerprint(),
+    }
+    .to_text();
+    Ok((StatusCode::CREATED, Json(token)))
 }
 
 /// Revokes a hub: its tokens stop working and its next connection is refused.
@@ -136,6 +148,12 @@ pub async fn revoke(
     let scope = actor.scope();
     if !state.store.revoke_hub(&scope, &id).await? {
         return Err(ApiError::not_found("hub"));
+    }
+    if let Some(fleet) = &state.fleet {
+        fleet.disconnect(
+            &id,
+            vss_shared::sync::Close::new(vss_shared::sync::CloseCode::Unauthorized, "hub revoked"),
+        );
     }
     let hub = state.store.hub(&scope, &id).await?;
     hub.map(Json).ok_or_else(|| ApiError::not_found("hub"))

@@ -61,6 +61,8 @@ pub struct Inner {
     pub metrics: ApiMetrics,
     /// When the process started.
     pub started: Instant,
+    /// The fleet endpoint, when `sync.enabled`.
+    pub fleet: Option<std::sync::Arc<crate::fleet::server::Fleet>>,
     /// Serialised `GET /api/slots` pages (`server.list_cache_ms`).
     pub slot_pages: page_cache::PageCache,
 }

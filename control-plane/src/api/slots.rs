@@ -151,6 +151,9 @@ pub async fn restart(
             Some(&actor.id),
         )
         .await?;
+    if let Some(fleet) = &state.fleet {
+        fleet.commands_queued(&command.hub_id);
+    }
     Ok((StatusCode::ACCEPTED, Json(command)))
 }
 
@@ -209,6 +212,9 @@ pub async fn start_call(
             Some(&actor.id),
         )
         .await?;
+    if let Some(fleet) = &state.fleet {
+        fleet.commands_queued(&command.hub_id);
+    }
     Ok((StatusCode::ACCEPTED, Json(command)))
 }
 

@@ -180,6 +180,17 @@ impl Store {
         Ok(centre)
     }
 
+    /// The centre named `name` (names are unique), in any scope.
+    pub async fn centre_by_name(&self, name: &str) -> Result<Option<Centre>, StoreError> {
+        on_pool!(self.pool(), |p| {
+            let row = sqlx::query("SELECT * FROM centres WHERE name = $1")
+                .bind(name.trim())
+                .fetch_optional(p)
+                .await?;
+            Ok(row.as_ref().map(from_row).transpose()?)
+        })
+    }
+
     /// A page of centres within `scope` (a centre user sees only their own).
     pub async fn centres(
         &self,

@@ -18,7 +18,9 @@ pub mod page;
 
 pub mod audit;
 pub mod centres;
+pub mod fleet;
 pub mod hubs;
+pub mod ingest;
 pub mod slots;
 pub mod tokens;
 pub mod users;

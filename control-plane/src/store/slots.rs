@@ -36,7 +36,13 @@ pub struct Slot {
     pub updated_at_ms: i64,
     /// When the hub was last heard from, ms.
     pub hub_last_seen_ms: Option<i64>,
+    /// Whether the hub is online: heard from within the last
+    /// [`HUB_ONLINE_WINDOW_MS`] (hubs heartbeat every 10 s) and not revoked.
+    pub hub_online: bool,
 }
+
+/// A hub heard from within this window counts as online.
+pub const HUB_ONLINE_WINDOW_MS: i64 = 30_000;
 
 /// A slot's state as a hub reports it.
 #[derive(Debug, Clone)]
@@ -120,6 +126,10 @@ where
             centre_id: row.try_get(8)?,
             updated_at_ms: row.try_get(9)?,
             hub_last_seen_ms: row.try_get(11)?,
+            hub_online: !revoked
+                && row
+                    .try_get::<Option<i64>, _>(11)?
+                    .is_some_and(|seen| now_ms() - seen < HUB_ONLINE_WINDOW_MS),
         },
         row.try_get(10)?,
     ))

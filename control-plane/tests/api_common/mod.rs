@@ -46,6 +46,7 @@ pub fn config(db_url: &str) -> Config {
     let mut config = Config::default();
     config.server.http = SocketAddr::from(([127, 0, 0, 1], 0));
     config.server.list_cache_ms = 0;
+    config.sync.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     config.database.url = db_url.to_owned();
     config.database.data_dir = std::env::temp_dir();
     config.database.max_connections = 4;

@@ -32,6 +32,8 @@ pub struct ApiState {
     pub metrics: Arc<Metrics>,
     /// The readiness latch.
     pub readiness: Arc<Readiness>,
+    /// The sync session's state, when the hub is enrolled.
+    pub sync: Option<Arc<crate::sync::client::SyncStatus>>,
 }
 
 /// The API's routes.
@@ -95,6 +97,16 @@ async fn health(State(state): State<ApiState>) -> Response {
         "pending": pending,
         "slots": slots,
         "outbox_depth": state.metrics.outbox_depth.load(std::sync::atomic::Ordering::Relaxed),
+        "sync": state.sync.as_ref().map_or_else(
+            || json!({ "enrolled": false }),
+            |sync| json!({
+                "enrolled": true,
+                "connected": sync.connected.load(std::sync::atomic::Ordering::Relaxed),
+                "acked_seq": sync.acked_seq.load(std::sync::atomic::Ordering::Relaxed),
+                "connections": sync.connections.load(std::sync::atomic::Ordering::Relaxed),
+                "last_error": sync.last_error(),
+            }),
+        ),
     });
     (status, Json(body)).into_response()
 }
@@ -139,6 +151,25 @@ async fn metrics(State(state): State<ApiState>) -> Response {
         "1 once every component has started.",
         ready,
     );
+    if let Some(sync) = &state.sync {
+        use std::sync::atomic::Ordering::Relaxed;
+        gauge(
+            &mut out,
+            "hubd_sync_connected",
+            "1 while a session with the control plane is up.",
+            u64::from(sync.connected.load(Relaxed)),
+        );
+        gauge(
+            &mut out,
+            "hubd_sync_acked_seq",
+            "Highest outbox seq the control plane acknowledged.",
+            sync.acked_seq.load(Relaxed),
+        );
+        out.push_str(&format!(
+            "# HELP hubd_sync_connections_total Sessions established with the control plane.\n# TYPE hubd_sync_connections_total counter\nhubd_sync_connections_total {}\n",
+            sync.connections.load(Relaxed)
+        ));
+    }
     state.metrics.render(&mut out);
     (
         [(

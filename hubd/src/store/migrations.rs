@@ -9,7 +9,10 @@ use rusqlite::Connection;
 use super::StoreError;
 
 /// `(version, sql)`, in order; version N is the N-th entry.
-pub const MIGRATIONS: &[(u32, &str)] = &[(1, include_str!("migrations/0001_initial.sql"))];
+pub const MIGRATIONS: &[(u32, &str)] = &[
+    (1, include_str!("migrations/0001_initial.sql")),
+    (2, include_str!("migrations/0002_commands.sql")),
+];
 
 /// The schema version this binary writes.
 pub fn latest() -> u32 {

@@ -25,7 +25,7 @@ use std::path::PathBuf;
 
 pub use migrations::latest as schema_version;
 pub use open::{DB_FILE, LOCK_FILE, Store, StoreOptions};
-pub use reader::{OutboxRow, StoreReader, TransitionRow};
+pub use reader::{CommandRow, OutboxRow, StoreReader, TransitionRow};
 pub use writer::{Receipt, SlotRow, StoreHandle, Write};
 
 /// What can go wrong opening or writing the store.

@@ -29,6 +29,21 @@ pub struct OutboxRow {
     pub acked: bool,
 }
 
+/// One command of the ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandRow {
+    /// Command id.
+    pub id: String,
+    /// Its kind.
+    pub kind: String,
+    /// Its expiry, ms.
+    pub expires_at_ms: i64,
+    /// `done`, `failed`, `expired`, `unknown`; `None` while running.
+    pub outcome: Option<String>,
+    /// Why it failed.
+    pub detail: Option<String>,
+}
+
 /// One recorded slot transition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransitionRow {
@@ -69,6 +84,51 @@ impl StoreReader {
                 payload: row.get(2)?,
                 created_at_ms: row.get(3)?,
                 acked: row.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The outbox's deliverable range `(first_seq, next_seq)`: every seq in
+    /// `first_seq..next_seq` is still stored (acknowledged or not); seqs below
+    /// `first_seq` were pruned after an acknowledgement. Empty: `first == next`.
+    pub fn outbox_range(&self) -> Result<(u64, u64), StoreError> {
+        let (min, max): (Option<i64>, Option<i64>) =
+            self.conn
+                .query_row("SELECT min(seq), max(seq) FROM outbox", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?;
+        let mark: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT value FROM settings WHERE key = ?1",
+                [super::writer::NEXT_SEQ_KEY],
+                |r| r.get(0),
+            )
+            .or_else(|e| match e {
+                rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                e => Err(e),
+            })?;
+        let mark = mark.and_then(|m| m.parse::<u64>().ok()).unwrap_or(1).max(1);
+        let to_u64 = |v: i64| u64::try_from(v).unwrap_or(0);
+        let next = mark.max(max.map_or(1, |m| to_u64(m) + 1));
+        let first = min.map_or(next, to_u64);
+        Ok((first, next))
+    }
+
+    /// Every command in the ledger: `(id, expires_at_ms, outcome, detail)`,
+    /// outcome `None` for one that started and never finished.
+    pub fn commands(&self) -> Result<Vec<CommandRow>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, kind, expires_at_ms, outcome, detail FROM commands ORDER BY started_at_ms",
+        )?;
+        let rows = stmt.query_map([], |row| {
+            Ok(CommandRow {
+                id: row.get(0)?,
+                kind: row.get(1)?,
+                expires_at_ms: row.get(2)?,
+                outcome: row.get(3)?,
+                detail: row.get(4)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)

@@ -22,7 +22,7 @@ use crate::metrics::Metrics;
 
 /// Writes queued ahead of the writer before callers wait (backpressure).
 const QUEUE_DEPTH: usize = 16_384;
-const NEXT_SEQ_KEY: &str = "outbox.next_seq";
+pub(super) const NEXT_SEQ_KEY: &str = "outbox.next_seq";
 
 /// A write the store accepts.
 #[derive(Debug, Clone)]
@@ -55,6 +55,28 @@ pub enum Write {
         key: String,
         /// Value.
         value: String,
+    },
+    /// A control-plane command is about to run (or was refused as expired,
+    /// when `outcome` is set): written before anything is done.
+    CommandStarted {
+        /// Command id.
+        id: String,
+        /// Its kind.
+        kind: String,
+        /// Its expiry, ms.
+        expires_at_ms: i64,
+        /// Set when the command is finished on arrival (expired).
+        outcome: Option<(String, Option<String>)>,
+    },
+    /// A command finished: `outcome` is `done`, `failed`, `expired` or
+    /// `unknown`, `detail` the failure reason.
+    CommandFinished {
+        /// Command id.
+        id: String,
+        /// Outcome name.
+        outcome: String,
+        /// Why it failed.
+        detail: Option<String>,
     },
 }
 
@@ -91,6 +113,8 @@ enum Op {
     Ack(u64),
     PruneAcked,
     Setting(String, String),
+    CommandStarted(String, String, i64, Option<(String, Option<String>)>),
+    CommandFinished(String, String, Option<String>),
 }
 
 #[derive(Debug)]
@@ -150,6 +174,17 @@ fn encode(write: Write) -> Result<Op, StoreError> {
         Write::Ack { up_to } => Op::Ack(up_to),
         Write::PruneAcked => Op::PruneAcked,
         Write::Setting { key, value } => Op::Setting(key, value),
+        Write::CommandStarted {
+            id,
+            kind,
+            expires_at_ms,
+            outcome,
+        } => Op::CommandStarted(id, kind, expires_at_ms, outcome),
+        Write::CommandFinished {
+            id,
+            outcome,
+            detail,
+        } => Op::CommandFinished(id, outcome, detail),
     })
 }
 
@@ -493,6 +528,23 @@ impl Apply<'_> {
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at_ms = excluded.updated_at_ms",
             )?
             .execute(params![key, value, now])?;
+                None
+            }
+            Op::CommandStarted(id, kind, expires_at_ms, outcome) => {
+                let (outcome, detail) = outcome.clone().unzip();
+                let finished = outcome.as_ref().map(|_| now);
+                tx.prepare_cached(
+                    "INSERT INTO commands (id, kind, expires_at_ms, started_at_ms, outcome, detail, finished_at_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (id) DO NOTHING",
+                )?
+                .execute(params![id, kind, expires_at_ms, now, outcome, detail.flatten(), finished])?;
+                None
+            }
+            Op::CommandFinished(id, outcome, detail) => {
+                tx.prepare_cached(
+                    "UPDATE commands SET outcome = ?2, detail = ?3, finished_at_ms = ?4 WHERE id = ?1",
+                )?
+                .execute(params![id, outcome, detail, now])?;
                 None
             }
         };

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use vss_shared::events::{AlertRecord, CdrRecord, Severity, SlotTransitionRecord};
+use vss_shared::events::{AlertRecord, CdrRecord, Severity, SlotIdentity, SlotTransitionRecord};
 use vss_shared::slot_fsm::transition;
 use vss_shared::{
     CallDirection, SipNumber, SlotAction, SlotEvent, SlotId, SlotKind, SlotState, SlotStatus,
@@ -260,6 +260,11 @@ impl SlotCell {
                 event: event.kind(),
                 reason,
                 at_ms: now,
+                slot: Some(SlotIdentity {
+                    kind: self.config.kind,
+                    name: self.config.display_name(),
+                    sip_number: self.sip_number.to_string(),
+                }),
             };
             (record, t.actions)
         };
