@@ -10,7 +10,10 @@ use control_plane::store::page::PageRequest;
 use control_plane::store::slots::SlotReport;
 use control_plane::store::tokens::Rotation;
 use control_plane::store::users::NewUser;
+use control_plane::store::fleet::Redeemed;
+use control_plane::store::ingest::Ingested;
 use control_plane::store::{Scope, Store, StoreError};
+use vss_shared::sync::OutboxEvent;
 use vss_shared::SlotState;
 
 fn page(limit: i64) -> PageRequest {
@@ -238,5 +241,84 @@ on_both_backends! {
         let (slot, _) = s.slot(&Scope::All, first).await.unwrap().unwrap();
         assert_eq!(slot.status, "offline");
         assert!(s.upsert_slot_report("no-such-hub", &report(1, SlotState::Ready)).await.is_err());
+    }
+
+    async fn outbox_ingest_is_exactly_once_and_applies_slot_transitions_in_order(db) {
+        let s = &db.store;
+        let a = centre(s, "Alpha").await;
+        s.create_hub(&a, "hub-a", "A").await.unwrap();
+        s.create_hub(&a, "hub-b", "B").await.unwrap();
+        assert_eq!(s.sync_record("hub-a").await.unwrap().committed_seq, None);
+        let transition = |seq: u64, to: &str, with_identity: bool| {
+            let identity = if with_identity {
+                r#","slot":{"kind":"auto","name":"GSM 1","sip_number":"6001"}"#
+            } else {
+                ""
+            };
+            OutboxEvent {
+                seq,
+                kind: "slot_transition".into(),
+                payload: format!(
+                    r#"{{"slot_id":1,"from":"IDLE","to":"{to}","event":"device_bound","at_ms":{seq}{identity}}}"#
+                )
+                .into_bytes(),
+                created_at_ms: seq as i64,
+            }
+        };
+        let cdr = |seq: u64| OutboxEvent {
+            seq,
+            kind: "cdr".into(),
+            payload: b"{\"call_id\":\"c1\"}".to_vec(),
+            created_at_ms: 0,
+        };
+        // The first batch: a slot appears from its transition.
+        let first = vec![transition(1, "ASSIGNED", true), cdr(2), transition(3, "READY", true)];
+        let done = s.ingest_outbox("hub-a", &first, 3).await.unwrap();
+        assert_eq!((done.inserted, done.slots_changed), (3, 2));
+        assert_eq!(s.sync_record("hub-a").await.unwrap().committed_seq, Some(3));
+        // The same events again (a resend after a lost ack): nothing twice,
+        // and the older transition does not roll the slot back.
+        let again = s.ingest_outbox("hub-a", &first[..1], 3).await.unwrap();
+        assert_eq!((again.inserted, again.slots_changed), (0, 0));
+        let slots = s.slots(&Scope::All, &page(10)).await.unwrap().items;
+        assert_eq!(slots.len(), 1);
+        assert_eq!(
+            (slots[0].fsm_state.as_str(), slots[0].name.as_str(), slots[0].internal_sip_number.as_str(), slots[0].device_type.as_str()),
+            ("READY", "GSM 1", "6001", "auto")
+        );
+        // A transition from an older hub (no identity) updates the listed slot.
+        s.ingest_outbox("hub-a", &[transition(4, "CALLING", false)], 4).await.unwrap();
+        let slots = s.slots(&Scope::All, &page(10)).await.unwrap().items;
+        assert_eq!(slots[0].fsm_state, "CALLING");
+        // A committed seq never goes backwards.
+        s.ingest_outbox("hub-a", &[], 2).await.unwrap();
+        assert_eq!(s.sync_record("hub-a").await.unwrap().committed_seq, Some(4));
+        // Another hub's seqs are its own.
+        let b = s.ingest_outbox("hub-b", &[cdr(1), cdr(2)], 2).await.unwrap();
+        assert_eq!(b.inserted, 2);
+        let seqs: Vec<u64> = s.hub_events("hub-a", 1, 100).await.unwrap().iter().map(|e| e.0).collect();
+        assert_eq!(seqs, [1, 2, 3, 4]);
+        assert_eq!(s.hub_events("hub-b", 1, 100).await.unwrap().len(), 2);
+        // A payload that is not a transition's shape is stored, not applied.
+        let odd = OutboxEvent { seq: 5, kind: "slot_transition".into(), payload: b"not json".to_vec(), created_at_ms: 0 };
+        assert_eq!(s.ingest_outbox("hub-a", &[odd], 5).await.unwrap(), Ingested { inserted: 1, slots_changed: 0 });
+    }
+
+    async fn enrollment_tokens_are_single_use_and_expire(db) {
+        let s = &db.store;
+        let a = centre(s, "Alpha").await;
+        s.create_hub(&a, "hub-a", "A").await.unwrap();
+        let token = s.create_enrollment_token(&Scope::All, "hub-a", 60_000, None).await.unwrap().unwrap();
+        let now = control_plane::store::now_ms();
+        assert_eq!(s.redeem_enrollment_token("nope", now).await.unwrap(), Redeemed::Unknown);
+        assert_eq!(s.redeem_enrollment_token(&token.token, now + 120_000).await.unwrap(), Redeemed::Expired);
+        assert!(matches!(s.redeem_enrollment_token(&token.token, now).await.unwrap(), Redeemed::Hub(h) if h.id == "hub-a"));
+        assert_eq!(s.redeem_enrollment_token(&token.token, now).await.unwrap(), Redeemed::Used);
+        let other = s.create_enrollment_token(&Scope::All, "hub-a", 60_000, None).await.unwrap().unwrap();
+        s.record_hub_certificate("hub-a", "ab12", now, now + 1).await.unwrap();
+        assert_eq!(s.hub_by_certificate("ab12").await.unwrap().map(|h| h.id), Some("hub-a".into()));
+        assert_eq!(s.hub_by_certificate("cd34").await.unwrap(), None);
+        s.revoke_hub(&Scope::All, "hub-a").await.unwrap();
+        assert_eq!(s.redeem_enrollment_token(&other.token, now).await.unwrap(), Redeemed::Revoked);
     }
 }

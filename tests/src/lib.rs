@@ -13,6 +13,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 pub mod control_plane;
+pub mod udp_proxy;
 
 /// The `hubd` binary of this build: `$HUBD_BIN`, or `hubd` beside the test
 /// executable's `deps/` directory (cargo and nextest both put it there).
