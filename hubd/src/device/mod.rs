@@ -6,6 +6,7 @@
 //! the store, the slot state machine or another slot: the supervisor owns all
 //! of that, and contains a driver's errors and panics to its own slot.
 
+pub mod at_modem;
 pub mod sim;
 
 use async_trait::async_trait;
