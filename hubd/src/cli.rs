@@ -85,6 +85,14 @@ enum Command {
         /// Concurrent writers.
         #[arg(long, default_value_t = 8)]
         concurrency: u64,
+        /// Index of the first event (payloads carry `i`).
+        #[arg(long, default_value_t = 0)]
+        start: u64,
+        /// Also sync with the control plane (the data dir must be enrolled),
+        /// and exit only once every event in the outbox is acknowledged
+        /// (`acked N` on stdout).
+        #[arg(long)]
+        sync: bool,
     },
 }
 
@@ -220,7 +228,9 @@ async fn dispatch(command: Command) -> i32 {
             data_dir,
             events,
             concurrency,
-        } => outbox_load(data_dir, events, concurrency).await,
+            start,
+            sync,
+        } => outbox_load(data_dir, events, concurrency, start, sync).await,
     }
 }
 
@@ -377,7 +387,27 @@ pub fn load_event_payload(i: u64) -> String {
 }
 
 /// `hubd outbox-load`: durable appends, acknowledged on stdout one by one.
-async fn outbox_load(data_dir: PathBuf, events: u64, concurrency: u64) -> i32 {
+async fn outbox_load(
+    data_dir: PathBuf,
+    events: u64,
+    concurrency: u64,
+    start: u64,
+    sync: bool,
+) -> i32 {
+    let identity = if sync {
+        match crate::sync::identity::load(&data_dir) {
+            Ok(Some(identity)) => Some(identity),
+            Ok(None) => {
+                return refuse(format!(
+                    "--sync: {} is not enrolled (hubd enroll)",
+                    data_dir.display()
+                ));
+            }
+            Err(e) => return refuse(e),
+        }
+    } else {
+        None
+    };
     let options = StoreOptions {
         data_dir,
         batch_max: 1024,
@@ -387,6 +417,18 @@ async fn outbox_load(data_dir: PathBuf, events: u64, concurrency: u64) -> i32 {
         Ok(store) => store,
         Err(e) => return refuse(e),
     };
+    let shutdown = CancellationToken::new();
+    let status = Arc::new(crate::sync::client::SyncStatus::default());
+    let syncing = identity.map(|identity| {
+        crate::sync::client::spawn(
+            identity,
+            store.handle(),
+            store.db_path().to_owned(),
+            Arc::new(crate::supervisor::Registry::new(Vec::new())),
+            status.clone(),
+            shutdown.clone(),
+        )
+    });
     let concurrency = concurrency.clamp(1, 1024);
     let mut writers = tokio::task::JoinSet::new();
     for lane in 0..concurrency {
@@ -396,10 +438,10 @@ async fn outbox_load(data_dir: PathBuf, events: u64, concurrency: u64) -> i32 {
             while i < events {
                 let write = Write::Outbox {
                     kind: "load_test".into(),
-                    payload: load_event_payload(i),
+                    payload: load_event_payload(start + i),
                 };
                 match handle.write(write).await {
-                    Ok(receipt) => println!("ok {} {i}", receipt.seq.unwrap_or(0)),
+                    Ok(receipt) => println!("ok {} {}", receipt.seq.unwrap_or(0), start + i),
                     Err(e) => {
                         eprintln!("hubd: write {i} failed: {e}");
                         return false;
@@ -413,6 +455,27 @@ async fn outbox_load(data_dir: PathBuf, events: u64, concurrency: u64) -> i32 {
     let mut ok = true;
     while let Some(result) = writers.join_next().await {
         ok &= matches!(result, Ok(true));
+    }
+    if let Some(syncing) = syncing {
+        // Every row written (by this run or an earlier one) must be acknowledged.
+        let last = store
+            .reader()
+            .and_then(|reader| reader.outbox_range())
+            .map(|(_, next)| next.saturating_sub(1));
+        match last {
+            Ok(last) => {
+                while status.acked_seq.load(std::sync::atomic::Ordering::Relaxed) < last {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                println!("acked {last}");
+            }
+            Err(e) => {
+                eprintln!("hubd: cannot read the outbox: {e}");
+                ok = false;
+            }
+        }
+        shutdown.cancel();
+        let _ = syncing.await;
     }
     store.close().await;
     if ok { 0 } else { EXIT_FAILURE }

@@ -32,20 +32,33 @@ impl ControlPlane {
     /// for its banner. `sync` fixes the fleet endpoint's address (a restart
     /// keeps the one its hubs were enrolled with); `None` picks a free one.
     pub fn start(data_dir: &Path, sync: Option<SocketAddr>) -> ControlPlane {
+        Self::start_with(data_dir, sync, &[], Stdio::inherit())
+    }
+
+    /// [`ControlPlane::start`] with `extra` arguments (e.g. `--database-url`)
+    /// and its log going to `stderr`.
+    pub fn start_with(
+        data_dir: &Path,
+        sync: Option<SocketAddr>,
+        extra: &[&str],
+        stderr: impl Into<Stdio>,
+    ) -> ControlPlane {
         let dir = data_dir.to_str().expect("utf-8 temp path");
         let sync_arg = sync.map_or_else(|| "127.0.0.1:0".to_owned(), |a| a.to_string());
+        let mut args = vec![
+            "serve",
+            "--data-dir",
+            dir,
+            "--http",
+            "127.0.0.1:0",
+            "--sync",
+            &sync_arg,
+        ];
+        args.extend_from_slice(extra);
         let mut process = HubProcess::spawn_program(
             &workspace_bin("control-plane", "CONTROL_PLANE_BIN"),
-            &[
-                "serve",
-                "--data-dir",
-                dir,
-                "--http",
-                "127.0.0.1:0",
-                "--sync",
-                &sync_arg,
-            ],
-            Stdio::inherit(),
+            &args,
+            stderr,
         );
         let api = process.next_line_matching("the API line", Duration::from_secs(60), |l| {
             l.contains("API (no web admin yet)")

@@ -168,6 +168,11 @@ impl HubProcess {
         i32::try_from(self.child.id()).expect("pid fits i32")
     }
 
+    /// The exit status, if the process has exited.
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     /// SIGKILL, then reap.
     pub fn kill9(mut self) {
         self.signal(libc::SIGKILL);

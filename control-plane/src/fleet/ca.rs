@@ -203,6 +203,17 @@ impl FleetCa {
         self.fingerprint
     }
 
+    /// A secret derived from the CA key for `purpose`: the same on every
+    /// instance and every restart that shares the CA files.
+    pub fn derived_secret(&self, purpose: &str) -> [u8; 32] {
+        let mut hash = Sha256::new();
+        hash.update(b"vss-demiurge fleet-ca derived secret\0");
+        hash.update(purpose.as_bytes());
+        hash.update([0]);
+        hash.update(self.key.serialize_der());
+        hash.finalize().into()
+    }
+
     /// The CA certificate, PEM.
     pub fn cert_pem(&self) -> &str {
         &self.cert_pem

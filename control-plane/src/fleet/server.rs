@@ -14,9 +14,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use hmac::{Hmac, Mac};
 use quinn::crypto::rustls::{HandshakeData, QuicServerConfig};
 use rustls::pki_types::CertificateDer;
 use rustls::server::WebPkiClientVerifier;
+use sha2::Sha256;
 use tokio_util::sync::CancellationToken;
 use vss_shared::enroll::{
     ENROLL_ALPN, EnrollRequest, EnrollResponse, MAX_ENROLL_MESSAGE, SYNC_ALPN, fingerprint_hex,
@@ -24,7 +26,7 @@ use vss_shared::enroll::{
 use vss_shared::sync::version::SUPPORTED;
 use vss_shared::sync::{
     Close, CloseCode, Command, CommandId, CommandOutcome, ControlMessage, FrameConfig,
-    FrameDecoder, HeartbeatAck, HubMessage, Ingest, accept_hello, encode_frame,
+    FrameDecoder, HeartbeatAck, HubMessage, Ingest, OutboxEvent, accept_hello, encode_frame,
 };
 
 use super::ca::{self, FleetCa};
@@ -102,6 +104,37 @@ pub struct Endpoint {
     pub done: tokio::task::JoinHandle<()>,
 }
 
+/// HMAC-SHA256 key for QUIC stateless resets, derived from the fleet CA key.
+///
+/// A restarted control plane (or another instance behind the same address)
+/// answers packets of connections it does not know with a stateless reset the
+/// hub can verify, so hubs reconnect at once instead of waiting out the idle
+/// timeout.
+struct ResetKey([u8; 32]);
+
+impl quinn::crypto::HmacKey for ResetKey {
+    fn sign(&self, data: &[u8], signature_out: &mut [u8]) {
+        if let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(&self.0) {
+            mac.update(data);
+            let tag = mac.finalize().into_bytes();
+            let n = signature_out.len().min(tag.len());
+            signature_out[..n].copy_from_slice(&tag[..n]);
+        }
+    }
+
+    fn signature_len(&self) -> usize {
+        32
+    }
+
+    fn verify(&self, data: &[u8], signature: &[u8]) -> Result<(), quinn::crypto::CryptoError> {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0)
+            .map_err(|_| quinn::crypto::CryptoError)?;
+        mac.update(data);
+        mac.verify_slice(signature)
+            .map_err(|_| quinn::crypto::CryptoError)
+    }
+}
+
 fn tls_config(ca: &FleetCa, names: &[String]) -> Result<rustls::ServerConfig, FleetError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let identity = ca.server_identity(names, now_ms())?;
@@ -145,7 +178,20 @@ pub fn start(
     transport.max_concurrent_bidi_streams(4u32.into());
     transport.max_concurrent_uni_streams(0u32.into());
     server.transport_config(Arc::new(transport));
-    let endpoint = quinn::Endpoint::server(server, listen).map_err(|source| FleetError::Bind {
+    let socket = std::net::UdpSocket::bind(listen).map_err(|source| FleetError::Bind {
+        addr: listen,
+        source,
+    })?;
+    let endpoint_config = quinn::EndpointConfig::new(Arc::new(ResetKey(
+        ca.derived_secret("quic stateless reset"),
+    )));
+    let endpoint = quinn::Endpoint::new(
+        endpoint_config,
+        Some(server),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(|source| FleetError::Bind {
         addr: listen,
         source,
     })?;
@@ -614,9 +660,22 @@ impl Fleet {
         // again; the hub's ledger answers a repeat with the stored result).
         let mut delivered = std::collections::HashSet::new();
         loop {
+            // Consecutive batches are committed in one transaction: fewer
+            // commits (and fsyncs) when the hub has several batches in flight.
+            let mut pending = Pending::default();
             for message in inbox.drain(..) {
-                self.handle(send, hub_id, &mut ingest, message).await?;
+                match message {
+                    HubMessage::OutboxBatch(batch) => {
+                        let received = ingest.receive(batch).map_err(|e| e.close())?;
+                        pending.add(received);
+                    }
+                    other => {
+                        self.commit(send, hub_id, &mut ingest, &mut pending).await?;
+                        self.handle(send, hub_id, &mut ingest, other).await?;
+                    }
+                }
             }
+            self.commit(send, hub_id, &mut ingest, &mut pending).await?;
             tokio::select! {
                 chunk = recv.read_chunk(256 * 1024, true) => match chunk {
                     Ok(Some(chunk)) => {
@@ -668,19 +727,9 @@ impl Fleet {
         };
         match message {
             HubMessage::OutboxBatch(batch) => {
-                let received = ingest.receive(batch).map_err(|e| e.close())?;
-                let Some(seqs) = received.seqs() else {
-                    return Ok(());
-                };
-                self.store
-                    .ingest_outbox(hub_id, &received.insert, *seqs.end())
-                    .await
-                    .map_err(store_failed)?;
-                if let Some(ack) = ingest.committed(seqs).map_err(|e| e.close())? {
-                    write(send, &ControlMessage::Ack(ack))
-                        .await
-                        .map_err(|e| Close::new(CloseCode::Normal, e))?;
-                }
+                let mut pending = Pending::default();
+                pending.add(ingest.receive(batch).map_err(|e| e.close())?);
+                self.commit(send, hub_id, ingest, &mut pending).await?;
             }
             HubMessage::Heartbeat(beat) => {
                 self.store.hub_seen(hub_id).await.map_err(store_failed)?;
@@ -741,7 +790,52 @@ impl Fleet {
     }
 }
 
+/// Received events not yet committed: contiguous, in seq order.
+#[derive(Default)]
+struct Pending {
+    events: Vec<OutboxEvent>,
+    first: Option<u64>,
+    last: u64,
+}
+
+impl Pending {
+    fn add(&mut self, received: vss_shared::sync::Received) {
+        if let Some(seqs) = received.seqs() {
+            self.first.get_or_insert(*seqs.start());
+            self.last = *seqs.end();
+            self.events.extend(received.insert);
+        }
+    }
+}
+
 impl Fleet {
+    /// Commits `pending` in one transaction, then sends the `Ack`.
+    async fn commit(
+        &self,
+        send: &mut quinn::SendStream,
+        hub_id: &str,
+        ingest: &mut Ingest,
+        pending: &mut Pending,
+    ) -> Result<(), Close> {
+        let Some(first) = pending.first.take() else {
+            return Ok(());
+        };
+        let events = std::mem::take(&mut pending.events);
+        self.store
+            .ingest_outbox(hub_id, &events, pending.last)
+            .await
+            .map_err(|e| Close::new(CloseCode::Normal, format!("control plane store failed: {e}")))?;
+        if let Some(ack) = ingest
+            .committed(first..=pending.last)
+            .map_err(|e| e.close())?
+        {
+            write(send, &ControlMessage::Ack(ack))
+                .await
+                .map_err(|e| Close::new(CloseCode::Normal, e))?;
+        }
+        Ok(())
+    }
+
     /// Sends the hub's pending commands not yet handed to this connection.
     async fn deliver_commands(
         &self,

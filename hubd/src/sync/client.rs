@@ -102,7 +102,16 @@ async fn run(
         }
     };
     let mut backoff = Backoff::new(BackoffConfig::default());
-    let mut sender = OutboxSender::new(SenderConfig::default());
+    // A wider window than the protocol's default: the control plane commits
+    // the batches it has in hand in one transaction, so more in flight means
+    // fewer commits during a catch-up.
+    let mut sender = OutboxSender::new(SenderConfig {
+        max_events_in_flight: 16_384,
+        max_bytes_in_flight: 8 * 1024 * 1024,
+        max_batch_events: 1024,
+        max_batch_bytes: 1024 * 1024,
+        ..SenderConfig::default()
+    });
     let mut seed = seed();
     loop {
         let started = Instant::now();
