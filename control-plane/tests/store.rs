@@ -6,15 +6,15 @@ mod common;
 use control_plane::rbac::Role;
 use control_plane::store::audit::{AuditFilter, NewAudit, Outcome};
 use control_plane::store::centres::templates;
+use control_plane::store::fleet::Redeemed;
+use control_plane::store::ingest::Ingested;
 use control_plane::store::page::PageRequest;
 use control_plane::store::slots::SlotReport;
 use control_plane::store::tokens::Rotation;
 use control_plane::store::users::NewUser;
-use control_plane::store::fleet::Redeemed;
-use control_plane::store::ingest::Ingested;
 use control_plane::store::{Scope, Store, StoreError};
-use vss_shared::sync::OutboxEvent;
 use vss_shared::SlotState;
+use vss_shared::sync::OutboxEvent;
 
 fn page(limit: i64) -> PageRequest {
     PageRequest::parse(None, Some(limit)).unwrap()

@@ -13,6 +13,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 pub mod control_plane;
+pub mod modem;
+pub mod sync_client;
 pub mod udp_proxy;
 
 /// The `hubd` binary of this build: `$HUBD_BIN`, or `hubd` beside the test

@@ -10,21 +10,19 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use control_plane::config::Config;
 use control_plane::fleet::ca::FleetCa;
 use control_plane::store::{Scope, Store};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio_util::sync::CancellationToken;
 use vss_shared::HubId;
-use vss_shared::enroll::{EnrollmentToken, SYNC_ALPN};
-use vss_shared::sync::version::SUPPORTED;
+use vss_shared::enroll::EnrollmentToken;
 use vss_shared::sync::{
-    CloseCode, ControlMessage, FrameConfig, FrameDecoder, Hello, HubMessage, OutboxBatch,
-    OutboxEvent, OutboxState, encode_frame,
+    CloseCode, ControlMessage, HubMessage, OutboxBatch, OutboxEvent, OutboxState,
 };
+use vss_tests::sync_client::{Session, client, connect};
 
 struct Plane {
     sync: SocketAddr,
@@ -69,124 +67,6 @@ impl Plane {
             ca_fingerprint: self.fingerprint,
         }
         .to_text()
-    }
-}
-
-/// A QUIC client with `chain`/`key` as its certificate (none when empty),
-/// trusting `ca`.
-fn client(
-    ca: &CertificateDer<'static>,
-    chain: Vec<CertificateDer<'static>>,
-    key: Option<PrivateKeyDer<'static>>,
-) -> quinn::ClientConfig {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.clone()).expect("CA");
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .expect("TLS 1.3")
-        .with_root_certificates(roots);
-    let mut tls = match key {
-        Some(key) => builder
-            .with_client_auth_cert(chain, key)
-            .expect("client cert"),
-        None => builder.with_no_client_auth(),
-    };
-    tls.alpn_protocols = vec![SYNC_ALPN.to_vec()];
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("QUIC TLS");
-    quinn::ClientConfig::new(Arc::new(crypto))
-}
-
-async fn connect(
-    sync: SocketAddr,
-    config: quinn::ClientConfig,
-) -> Result<quinn::Connection, String> {
-    let endpoint = quinn::Endpoint::client((std::net::Ipv4Addr::LOCALHOST, 0).into())
-        .map_err(|e| e.to_string())?;
-    let connecting = endpoint
-        .connect_with(config, sync, "127.0.0.1")
-        .map_err(|e| e.to_string())?;
-    tokio::time::timeout(Duration::from_secs(10), connecting)
-        .await
-        .map_err(|_| "handshake timed out".to_owned())?
-        .map_err(|e| e.to_string())
-}
-
-/// One session's stream, with a decoder for what the control plane says.
-struct Session {
-    connection: quinn::Connection,
-    send: quinn::SendStream,
-    recv: quinn::RecvStream,
-    decoder: FrameDecoder<ControlMessage>,
-    inbox: Vec<ControlMessage>,
-}
-
-impl Session {
-    async fn open(connection: quinn::Connection) -> Session {
-        let (send, recv) = connection.open_bi().await.expect("a stream");
-        Session {
-            connection,
-            send,
-            recv,
-            decoder: FrameDecoder::new(FrameConfig::default()),
-            inbox: Vec::new(),
-        }
-    }
-
-    async fn send(&mut self, message: &HubMessage) {
-        let frame = encode_frame(message, &FrameConfig::default()).expect("encodes");
-        self.send.write_all(&frame).await.expect("sent");
-    }
-
-    async fn raw(&mut self, bytes: &[u8]) {
-        self.send.write_all(bytes).await.expect("sent");
-    }
-
-    /// The next message, or `None` when the stream ends first.
-    async fn next(&mut self) -> Option<ControlMessage> {
-        loop {
-            if !self.inbox.is_empty() {
-                return Some(self.inbox.remove(0));
-            }
-            let chunk = tokio::time::timeout(
-                Duration::from_secs(10),
-                self.recv.read_chunk(64 * 1024, true),
-            )
-            .await
-            .expect("an answer within 10 s");
-            match chunk {
-                Ok(Some(chunk)) => {
-                    self.decoder
-                        .decode(&chunk.bytes, &mut self.inbox)
-                        .expect("the control plane's frames decode");
-                }
-                _ => return None,
-            }
-        }
-    }
-
-    async fn hello(&mut self, hub: &str, outbox: OutboxState) {
-        self.send(&HubMessage::Hello(Hello {
-            hub_id: HubId::new(hub).expect("hub id"),
-            versions: SUPPORTED,
-            software_version: "test".into(),
-            config_revision: None,
-            outbox,
-        }))
-        .await;
-    }
-
-    async fn expect_close(&mut self, code: CloseCode) -> String {
-        loop {
-            match self.next().await {
-                Some(ControlMessage::Close(close)) => {
-                    assert_eq!(close.code, code, "{}", close.reason);
-                    return close.reason;
-                }
-                Some(_) => continue,
-                None => panic!("the stream ended without a Close {code:?}"),
-            }
-        }
     }
 }
 

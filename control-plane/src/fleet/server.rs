@@ -824,7 +824,12 @@ impl Fleet {
         self.store
             .ingest_outbox(hub_id, &events, pending.last)
             .await
-            .map_err(|e| Close::new(CloseCode::Normal, format!("control plane store failed: {e}")))?;
+            .map_err(|e| {
+                Close::new(
+                    CloseCode::Normal,
+                    format!("control plane store failed: {e}"),
+                )
+            })?;
         if let Some(ack) = ingest
             .committed(first..=pending.last)
             .map_err(|e| e.close())?

@@ -43,54 +43,59 @@ fn db_i64(value: u64) -> i64 {
 
 impl Store {
     /// Uses the enrollment token `secret` once, at `now_ms`. Race-safe: of two
-    /// concurrent redemptions, exactly one gets [`Redeemed::Hub`].
+    /// concurrent redemptions, exactly one gets [`Redeemed::Hub`]. One
+    /// conditional `UPDATE … RETURNING` spends the token (no read-then-write
+    /// transaction, which SQLite would refuse under concurrent writers); only
+    /// a refusal reads the row again to say why.
     pub async fn redeem_enrollment_token(
         &self,
         secret: &str,
         now_ms: i64,
     ) -> Result<Redeemed, StoreError> {
         let hash = token_hash(secret);
-        on_pool!(self.pool(), |p| {
-            let mut tx = p.begin().await?;
-            let row = sqlx::query(
-                "SELECT t.hub_id, t.expires_at_ms, t.used_at_ms, h.revoked_at_ms
-                 FROM enrollment_tokens t JOIN hubs h ON h.id = t.hub_id WHERE t.token_hash = $1",
-            )
-            .bind(&hash)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(row) = row else {
-                return Ok(Redeemed::Unknown);
-            };
-            let hub_id: String = row.try_get(0)?;
-            let expires_at_ms: i64 = row.try_get(1)?;
-            let used_at_ms: Option<i64> = row.try_get(2)?;
-            let revoked_at_ms: Option<i64> = row.try_get(3)?;
-            if revoked_at_ms.is_some() {
-                return Ok(Redeemed::Revoked);
-            }
-            if used_at_ms.is_some() {
-                return Ok(Redeemed::Used);
-            }
-            if expires_at_ms <= now_ms {
-                return Ok(Redeemed::Expired);
-            }
-            let done = sqlx::query(
-                "UPDATE enrollment_tokens SET used_at_ms = $1 WHERE token_hash = $2 AND used_at_ms IS NULL",
+        let spent: Option<String> = on_pool!(self.pool(), |p| {
+            sqlx::query_scalar(
+                "UPDATE enrollment_tokens SET used_at_ms = $1
+                 WHERE token_hash = $2 AND used_at_ms IS NULL AND expires_at_ms > $1
+                   AND hub_id IN (SELECT id FROM hubs WHERE revoked_at_ms IS NULL)
+                 RETURNING hub_id",
             )
             .bind(now_ms)
             .bind(&hash)
-            .execute(&mut *tx)
-            .await?;
-            if done.rows_affected() != 1 {
-                return Ok(Redeemed::Used);
-            }
-            tx.commit().await?;
+            .fetch_optional(p)
+            .await?
+        });
+        if let Some(hub_id) = spent {
             let hub = self
                 .hub(&super::Scope::All, &hub_id)
                 .await?
                 .ok_or(StoreError::Db(sqlx::Error::RowNotFound))?;
-            Ok(Redeemed::Hub(hub))
+            return Ok(Redeemed::Hub(hub));
+        }
+        on_pool!(self.pool(), |p| {
+            let row = sqlx::query(
+                "SELECT t.expires_at_ms, t.used_at_ms, h.revoked_at_ms
+                 FROM enrollment_tokens t JOIN hubs h ON h.id = t.hub_id WHERE t.token_hash = $1",
+            )
+            .bind(&hash)
+            .fetch_optional(p)
+            .await?;
+            let Some(row) = row else {
+                return Ok(Redeemed::Unknown);
+            };
+            let expires_at_ms: i64 = row.try_get(0)?;
+            let used_at_ms: Option<i64> = row.try_get(1)?;
+            let revoked_at_ms: Option<i64> = row.try_get(2)?;
+            Ok(if revoked_at_ms.is_some() {
+                Redeemed::Revoked
+            } else if used_at_ms.is_some() {
+                Redeemed::Used
+            } else if expires_at_ms <= now_ms {
+                Redeemed::Expired
+            } else {
+                // Spent by a concurrent redemption between the two statements.
+                Redeemed::Used
+            })
         })
     }
 
