@@ -117,6 +117,27 @@ impl Store {
                 }
             })
             .collect();
+        // The part both backends share: effects, committed seq, last seen, commit.
+        macro_rules! finish {
+            ($tx:ident, $inserted:expr) => {{
+                let slots_changed = apply_slots!($tx, hub_id, events, now);
+                sqlx::query(COMMIT_SEQ)
+                    .bind(hub_id)
+                    .bind(db_i64(committed_seq))
+                    .execute(&mut *$tx)
+                    .await?;
+                sqlx::query("UPDATE hubs SET last_seen_ms = $1 WHERE id = $2")
+                    .bind(now)
+                    .bind(hub_id)
+                    .execute(&mut *$tx)
+                    .await?;
+                $tx.commit().await?;
+                Ingested {
+                    inserted: $inserted,
+                    slots_changed,
+                }
+            }};
+        }
         let outcome = match self.pool() {
             super::Pool::Postgres(p) => {
                 let mut tx = p.begin().await?;
@@ -138,22 +159,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-                let slots_changed = apply_slots!(tx, hub_id, events, now);
-                sqlx::query(COMMIT_SEQ)
-                    .bind(hub_id)
-                    .bind(db_i64(committed_seq))
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query("UPDATE hubs SET last_seen_ms = $1 WHERE id = $2")
-                    .bind(now)
-                    .bind(hub_id)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                Ingested {
-                    inserted,
-                    slots_changed,
-                }
+                finish!(tx, inserted)
             }
             super::Pool::Sqlite(p) => {
                 let mut tx = p.begin().await?;
@@ -173,22 +179,7 @@ impl Store {
                     .await?
                     .rows_affected();
                 }
-                let slots_changed = apply_slots!(tx, hub_id, events, now);
-                sqlx::query(COMMIT_SEQ)
-                    .bind(hub_id)
-                    .bind(db_i64(committed_seq))
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query("UPDATE hubs SET last_seen_ms = $1 WHERE id = $2")
-                    .bind(now)
-                    .bind(hub_id)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                Ingested {
-                    inserted,
-                    slots_changed,
-                }
+                finish!(tx, inserted)
             }
         };
         self.slots_changed();
