@@ -5,7 +5,7 @@
 use sqlx::Row;
 
 use super::hubs::{Hub, token_hash};
-use super::{Store, StoreError, now_ms};
+use super::{BeginWrite, Store, StoreError, now_ms};
 use crate::on_pool;
 
 /// What redeeming an enrollment token found.
@@ -166,7 +166,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let now = now_ms();
         on_pool!(self.pool(), |p| {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             sqlx::query(
                 "INSERT INTO hub_sync (hub_id, protocol_version, software_version, connected_at_ms)
                  VALUES ($1, $2, $3, $4)

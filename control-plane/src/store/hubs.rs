@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use sqlx::Row;
 
 use super::page::{Page, PageRequest};
-use super::{Scope, Store, StoreError, conflict, now_ms};
+use super::{BeginWrite, Scope, Store, StoreError, conflict, now_ms};
 use crate::on_pool;
 
 /// A hub as the API shows it.
@@ -168,7 +168,7 @@ impl Store {
     pub async fn revoke_hub(&self, scope: &Scope, id: &str) -> Result<bool, StoreError> {
         let now = now_ms();
         on_pool!(self.pool(), |p| {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let done = sqlx::query(
                 "UPDATE hubs SET revoked_at_ms = COALESCE(revoked_at_ms, $1) WHERE id = $2 AND ($3 IS NULL OR centre_id = $3)",
             )

@@ -9,7 +9,7 @@
 use vss_shared::events::{OutboxKind, SlotTransitionRecord};
 use vss_shared::sync::OutboxEvent;
 
-use super::{Store, StoreError, now_ms};
+use super::{BeginWrite, Store, StoreError, now_ms};
 
 /// What one ingest did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -140,7 +140,7 @@ impl Store {
         }
         let outcome = match self.pool() {
             super::Pool::Postgres(p) => {
-                let mut tx = p.begin().await?;
+                let mut tx = p.begin_write().await?;
                 let seqs: Vec<i64> = events.iter().map(|e| db_i64(e.seq)).collect();
                 let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
                 let created: Vec<i64> = events.iter().map(|e| e.created_at_ms).collect();
@@ -162,7 +162,7 @@ impl Store {
                 finish!(tx, inserted)
             }
             super::Pool::Sqlite(p) => {
-                let mut tx = p.begin().await?;
+                let mut tx = p.begin_write().await?;
                 let mut inserted = 0;
                 for (event, payload) in events.iter().zip(&payloads) {
                     inserted += sqlx::query(

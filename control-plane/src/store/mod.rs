@@ -66,6 +66,35 @@ macro_rules! on_pool {
     };
 }
 
+/// Begins a transaction that writes. On SQLite that is `BEGIN IMMEDIATE`: the
+/// write lock is taken up front, so a transaction that reads then writes
+/// waits behind other writers (`busy_timeout`) instead of failing with
+/// `SQLITE_BUSY` when its read lock cannot be upgraded. On Postgres, `BEGIN`.
+/// Every store transaction that writes uses it.
+pub(crate) trait BeginWrite {
+    /// The backend.
+    type Db: sqlx::Database;
+    /// The transaction, begun for writing.
+    fn begin_write(
+        &self,
+    ) -> impl std::future::Future<Output = Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error>>
+    + Send;
+}
+
+impl BeginWrite for sqlx::SqlitePool {
+    type Db = sqlx::Sqlite;
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+        self.begin_with("BEGIN IMMEDIATE").await
+    }
+}
+
+impl BeginWrite for sqlx::PgPool {
+    type Db = sqlx::Postgres;
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+        self.begin().await
+    }
+}
+
 /// What can go wrong talking to the database.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -6,7 +6,7 @@ use sqlx::Row;
 use vss_shared::{SlotState, SlotStatus};
 
 use super::page::{Page, PageRequest};
-use super::{Scope, Store, StoreError, now_ms};
+use super::{BeginWrite, Scope, Store, StoreError, now_ms};
 use crate::on_pool;
 
 /// A slot in the seeds' shape, plus where it lives.
@@ -145,7 +145,7 @@ impl Store {
     ) -> Result<i64, StoreError> {
         let now = now_ms();
         on_pool!(self.pool(), |p| {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let centre: Option<String> =
                 sqlx::query_scalar("SELECT centre_id FROM hubs WHERE id = $1")
                     .bind(hub_id)

@@ -8,7 +8,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
-use super::{Store, StoreError, now_ms};
+use super::{BeginWrite, Store, StoreError, now_ms};
 use crate::on_pool;
 
 /// What presenting a refresh token led to.
@@ -90,7 +90,7 @@ impl Store {
         let now = now_ms();
         let next = new_token()?;
         on_pool!(self.pool(), |p| {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let row = sqlx::query(
                 "SELECT id, family_id, user_id, expires_at_ms, used_at_ms, revoked_at_ms
                  FROM refresh_tokens WHERE token_hash = $1",
