@@ -34,6 +34,8 @@ const TARGET_RSS_BYTES: f64 = 500e6;
 const TARGET_CPU: f64 = 0.10;
 const HEARTBEAT: Duration = Duration::from_secs(10);
 const TICKS_PER_S: f64 = 100.0;
+/// How long a hub waits for an answer before it counts as failed.
+const ANSWER: Duration = Duration::from_secs(30);
 
 fn cpu_ticks(pid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -136,7 +138,7 @@ async fn measure(hubs: usize, window: Duration, work: PathBuf) -> Result<(), Str
             };
             let mut session = Session::open(connection).await;
             session.hello(&hub, OutboxState::empty()).await;
-            if !matches!(session.next().await, Some(ControlMessage::Welcome(_))) {
+            if !matches!(session.try_next(ANSWER).await, Some(ControlMessage::Welcome(_))) {
                 failures.fetch_add(1, Ordering::Relaxed);
                 return;
             }
@@ -150,7 +152,7 @@ async fn measure(hubs: usize, window: Duration, work: PathBuf) -> Result<(), Str
                 tokio::select! {
                     _ = ticks.tick() => {
                         session.send(&HubMessage::Heartbeat(Heartbeat { sent_at_ms: 0 })).await;
-                        match session.next().await {
+                        match session.try_next(ANSWER).await {
                             Some(ControlMessage::HeartbeatAck(_)) => { beats.fetch_add(1, Ordering::Relaxed); }
                             _ => { failures.fetch_add(1, Ordering::Relaxed); return; }
                         }

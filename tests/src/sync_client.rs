@@ -123,6 +123,23 @@ impl Session {
         }
     }
 
+    /// The next message within `timeout`; `None` on timeout, a closed
+    /// stream or an undecodable frame (for load tools that count failures).
+    pub async fn try_next(&mut self, timeout: Duration) -> Option<ControlMessage> {
+        loop {
+            if !self.inbox.is_empty() {
+                return Some(self.inbox.remove(0));
+            }
+            let chunk = tokio::time::timeout(timeout, self.recv.read_chunk(64 * 1024, true))
+                .await
+                .ok()?;
+            match chunk {
+                Ok(Some(chunk)) => self.decoder.decode(&chunk.bytes, &mut self.inbox).ok()?,
+                _ => return None,
+            };
+        }
+    }
+
     /// Sends `Hello` for `hub` with `outbox`.
     pub async fn hello(&mut self, hub: &str, outbox: OutboxState) {
         self.send(&HubMessage::Hello(Hello {

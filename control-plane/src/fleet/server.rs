@@ -41,6 +41,9 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often a session re-checks that its hub is not revoked (a revocation
 /// through another instance; this instance's own revocations act at once).
 const REVOCATION_CHECK: Duration = Duration::from_secs(5);
+/// How often heartbeats are written to the store, all hubs in one transaction
+/// (well inside the 30 s online window of `GET /api/slots`).
+const SEEN_FLUSH: Duration = Duration::from_secs(5);
 /// How often a session looks for commands queued through another instance,
 /// and how often queued commands past their TTL are marked expired.
 const COMMAND_POLL: Duration = Duration::from_secs(5);
@@ -84,6 +87,8 @@ pub struct Fleet {
     ca: Arc<FleetCa>,
     sessions: Mutex<HashMap<String, Session>>,
     next_session: AtomicU64,
+    /// Heartbeats since the last flush: hub id → when.
+    seen: Mutex<HashMap<String, i64>>,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -204,6 +209,7 @@ pub fn start(
         ca,
         sessions: Mutex::new(HashMap::new()),
         next_session: AtomicU64::new(1),
+        seen: Mutex::new(HashMap::new()),
     });
     let serving = fleet.clone();
     let done = tokio::spawn(async move { serve(endpoint, serving, shutdown).await });
@@ -214,8 +220,10 @@ pub fn start(
 async fn serve(endpoint: quinn::Endpoint, fleet: Arc<Fleet>, shutdown: CancellationToken) {
     let mut tasks = tokio::task::JoinSet::new();
     let mut expiry = tokio::time::interval(COMMAND_POLL);
+    let mut flush = tokio::time::interval(SEEN_FLUSH);
     loop {
         tokio::select! {
+            _ = flush.tick() => fleet.flush_seen().await,
             _ = expiry.tick() => {
                 match fleet.store.expire_commands(now_ms()).await {
                     Ok(0) => {}
@@ -238,6 +246,7 @@ async fn serve(endpoint: quinn::Endpoint, fleet: Arc<Fleet>, shutdown: Cancellat
         while tasks.join_next().await.is_some() {}
     })
     .await;
+    fleet.flush_seen().await;
     endpoint.close(0u32.into(), b"control plane shutting down");
     let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
 }
@@ -269,6 +278,23 @@ impl Fleet {
             && let Some(session) = sessions.get(hub_id)
         {
             session.commands.notify_one();
+        }
+    }
+
+    /// Writes the heartbeats gathered since the last flush.
+    async fn flush_seen(&self) {
+        let seen: Vec<(String, i64)> = match self.seen.lock() {
+            Ok(mut seen) => seen.drain().collect(),
+            Err(_) => return,
+        };
+        if let Err(e) = self.store.hubs_seen(&seen).await {
+            tracing::warn!(hubs = seen.len(), error = %e, "could not record heartbeats; they are retried with the next flush");
+            if let Ok(mut pending) = self.seen.lock() {
+                for (hub, at) in seen {
+                    let slot = pending.entry(hub).or_insert(at);
+                    *slot = (*slot).max(at);
+                }
+            }
         }
     }
 
@@ -732,7 +758,10 @@ impl Fleet {
                 self.commit(send, hub_id, ingest, &mut pending).await?;
             }
             HubMessage::Heartbeat(beat) => {
-                self.store.hub_seen(hub_id).await.map_err(store_failed)?;
+                // Recorded in the next flush (SEEN_FLUSH), with every other hub's.
+                if let Ok(mut seen) = self.seen.lock() {
+                    seen.insert(hub_id.to_owned(), now_ms());
+                }
                 let ack = HeartbeatAck {
                     sent_at_ms: beat.sent_at_ms,
                     server_time_ms: now_ms(),

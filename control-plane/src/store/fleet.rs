@@ -209,14 +209,25 @@ impl Store {
         Ok(())
     }
 
-    /// Records that the hub was heard from (a heartbeat).
-    pub async fn hub_seen(&self, hub_id: &str) -> Result<(), StoreError> {
+    /// Records when each hub was last heard from (heartbeats), all in one
+    /// transaction: a fleet's heartbeats cost one commit per flush, not one
+    /// per heartbeat. A time never moves backwards.
+    pub async fn hubs_seen(&self, seen: &[(String, i64)]) -> Result<(), StoreError> {
+        if seen.is_empty() {
+            return Ok(());
+        }
         on_pool!(self.pool(), |p| {
-            sqlx::query("UPDATE hubs SET last_seen_ms = $1 WHERE id = $2")
-                .bind(now_ms())
+            let mut tx = p.begin_write().await?;
+            for (hub_id, at_ms) in seen {
+                sqlx::query(
+                    "UPDATE hubs SET last_seen_ms = $1 WHERE id = $2 AND (last_seen_ms IS NULL OR last_seen_ms < $1)",
+                )
+                .bind(at_ms)
                 .bind(hub_id)
-                .execute(p)
+                .execute(&mut *tx)
                 .await?;
+            }
+            tx.commit().await?;
         });
         Ok(())
     }
