@@ -115,6 +115,10 @@ async fn measure(hubs: usize, window: Duration, work: PathBuf) -> Result<(), Str
     let stop = tokio_util::sync::CancellationToken::new();
     let started = Instant::now();
     let mut sessions = tokio::task::JoinSet::new();
+    // At most this many handshakes at once: a fleet's reconnects are spread
+    // by their jittered backoff, and one client socket cannot take 2,000
+    // simultaneous handshakes' certificates without dropping datagrams.
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(64));
     for (n, identity) in identities.into_iter().enumerate() {
         let config = client(
             &identity.ca,
@@ -129,9 +133,13 @@ async fn measure(hubs: usize, window: Duration, work: PathBuf) -> Result<(), Str
             failures.clone(),
             stop.clone(),
         );
+        let handshakes = handshakes.clone();
         // Spread the heartbeats over the period, as independent hubs would.
         let phase = HEARTBEAT.mul_f64((n as f64 * 0.618_033_988_75).fract());
         sessions.spawn(async move {
+            let Ok(permit) = handshakes.acquire_owned().await else {
+                return;
+            };
             let Ok(connection) = connect_on(&endpoint, sync, config).await else {
                 failures.fetch_add(1, Ordering::Relaxed);
                 return;
@@ -143,6 +151,7 @@ async fn measure(hubs: usize, window: Duration, work: PathBuf) -> Result<(), Str
                 return;
             }
             connected.fetch_add(1, Ordering::Relaxed);
+            drop(permit);
             tokio::select! {
                 () = tokio::time::sleep(phase) => {}
                 () = stop.cancelled() => return,

@@ -38,14 +38,14 @@ use crate::store::{Store, now_ms};
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection with no traffic for this long is dead (hubs heartbeat every 10 s).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-/// How often a session re-checks that its hub is not revoked (a revocation
-/// through another instance; this instance's own revocations act at once).
-const REVOCATION_CHECK: Duration = Duration::from_secs(5);
+/// How often the endpoint looks, with one query each for the whole fleet,
+/// for hubs revoked and commands queued through another instance (this
+/// instance's own revocations and commands act at once).
+const FLEET_POLL: Duration = Duration::from_secs(5);
 /// How often heartbeats are written to the store, all hubs in one transaction
 /// (well inside the 30 s online window of `GET /api/slots`).
 const SEEN_FLUSH: Duration = Duration::from_secs(5);
-/// How often a session looks for commands queued through another instance,
-/// and how often queued commands past their TTL are marked expired.
+/// How often queued commands past their TTL are marked expired.
 const COMMAND_POLL: Duration = Duration::from_secs(5);
 
 /// Why the endpoint could not start.
@@ -221,9 +221,11 @@ async fn serve(endpoint: quinn::Endpoint, fleet: Arc<Fleet>, shutdown: Cancellat
     let mut tasks = tokio::task::JoinSet::new();
     let mut expiry = tokio::time::interval(COMMAND_POLL);
     let mut flush = tokio::time::interval(SEEN_FLUSH);
+    let mut poll = tokio::time::interval(FLEET_POLL);
     loop {
         tokio::select! {
             _ = flush.tick() => fleet.flush_seen().await,
+            _ = poll.tick() => fleet.poll_fleet().await,
             _ = expiry.tick() => {
                 match fleet.store.expire_commands(now_ms()).await {
                     Ok(0) => {}
@@ -272,12 +274,33 @@ impl Fleet {
     }
 
     /// A command was queued for `hub_id`: its session (on this instance)
-    /// delivers it now; sessions elsewhere find it within `COMMAND_POLL`.
+    /// delivers it now; sessions elsewhere find it within `FLEET_POLL`.
     pub fn commands_queued(&self, hub_id: &str) {
         if let Ok(sessions) = self.sessions.lock()
             && let Some(session) = sessions.get(hub_id)
         {
             session.commands.notify_one();
+        }
+    }
+
+    /// Ends the sessions of hubs revoked elsewhere and wakes those with
+    /// commands queued elsewhere: two queries for the whole fleet.
+    async fn poll_fleet(&self) {
+        let connected: Vec<String> = match self.sessions.lock() {
+            Ok(sessions) if !sessions.is_empty() => sessions.keys().cloned().collect(),
+            _ => return,
+        };
+        match self.store.fleet_flags().await {
+            Ok((revoked, with_commands)) => {
+                for hub in connected {
+                    if revoked.contains(&hub) {
+                        self.disconnect(&hub, Close::new(CloseCode::Unauthorized, "hub revoked"));
+                    } else if with_commands.contains(&hub) {
+                        self.commands_queued(&hub);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "fleet poll failed"),
         }
     }
 
@@ -679,12 +702,10 @@ impl Fleet {
             .map_err(|e| Close::new(CloseCode::Normal, e))?;
         tracing::info!(hub_id, version = accepted.welcome.version, committed = accepted.welcome.committed_seq, software = %hello.software_version, "hub connected");
 
-        let mut revocation = tokio::time::interval(REVOCATION_CHECK);
-        revocation.tick().await;
-        let mut command_poll = tokio::time::interval(COMMAND_POLL);
         // Commands already handed to this connection (a reconnect hands them
         // again; the hub's ledger answers a repeat with the stored result).
         let mut delivered = std::collections::HashSet::new();
+        self.deliver_commands(send, hub_id, &mut delivered).await?;
         loop {
             // Consecutive batches are committed in one transaction: fewer
             // commits (and fsyncs) when the hub has several batches in flight.
@@ -722,16 +743,6 @@ impl Fleet {
                 }
                 () = session.commands.notified() => {
                     self.deliver_commands(send, hub_id, &mut delivered).await?;
-                }
-                _ = command_poll.tick() => {
-                    self.deliver_commands(send, hub_id, &mut delivered).await?;
-                }
-                _ = revocation.tick() => {
-                    match self.store.hub(&crate::store::Scope::All, hub_id).await {
-                        Ok(Some(hub)) if hub.revoked_at_ms.is_none() => {}
-                        Ok(_) => return Err(Close::new(CloseCode::Unauthorized, "hub revoked")),
-                        Err(e) => tracing::warn!(hub_id, error = %e, "revocation check failed"),
-                    }
                 }
                 () = async { let _ = connection.closed().await; } => return Ok(()),
             }

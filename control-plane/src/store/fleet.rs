@@ -209,6 +209,30 @@ impl Store {
         Ok(())
     }
 
+    /// Hubs that are revoked, and hubs with queued commands.
+    pub async fn fleet_flags(
+        &self,
+    ) -> Result<
+        (
+            std::collections::HashSet<String>,
+            std::collections::HashSet<String>,
+        ),
+        StoreError,
+    > {
+        on_pool!(self.pool(), |p| {
+            let revoked: Vec<String> =
+                sqlx::query_scalar("SELECT id FROM hubs WHERE revoked_at_ms IS NOT NULL")
+                    .fetch_all(p)
+                    .await?;
+            let queued: Vec<String> = sqlx::query_scalar(
+                "SELECT DISTINCT hub_id FROM hub_commands WHERE status = 'queued'",
+            )
+            .fetch_all(p)
+            .await?;
+            Ok((revoked.into_iter().collect(), queued.into_iter().collect()))
+        })
+    }
+
     /// Records when each hub was last heard from (heartbeats), all in one
     /// transaction: a fleet's heartbeats cost one commit per flush, not one
     /// per heartbeat. A time never moves backwards.
