@@ -242,6 +242,8 @@ fn run(backend: Backend, label: &str) {
                 if let Some(old) = cp.take() {
                     old.process.kill9();
                 }
+                // The control plane stays down for a random 0-500 ms: part of the
+                // fault being injected, not a wait for anything.
                 std::thread::sleep(Duration::from_millis(rng.below(500)));
                 cp = Some(ControlPlane::start_with(
                     cp_dir.path(),
