@@ -495,9 +495,6 @@ impl Fleet {
             connection.close(2u32.into(), b"hub revoked");
             return;
         }
-        let span = tracing::info_span!("hub", hub_id = %hub.id);
-        let _entered = span.enter();
-        drop(_entered);
         let outcome = self.session(&connection, &hub.id, shutdown).await;
         if let Err(close) = outcome {
             tracing::info!(hub_id = %hub.id, code = ?close.code, reason = %close.reason, "sync session closed");

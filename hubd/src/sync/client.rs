@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 use vss_shared::sync::version::SUPPORTED;
 use vss_shared::sync::{
     AckOutcome, Backoff, BackoffConfig, CloseCode, CommandResult, ControlMessage, FrameConfig,
@@ -72,11 +73,9 @@ pub fn spawn(
     status: Arc<SyncStatus>,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let span = tracing::info_span!("sync", hub_id = %identity.enrollment.hub_id);
-        let _ = span.enter();
-        run(identity, store, db_path, registry, status, shutdown).await;
-    })
+    // Every line the session logs carries the hub id.
+    let span = tracing::info_span!("sync", hub_id = %identity.enrollment.hub_id);
+    tokio::spawn(run(identity, store, db_path, registry, status, shutdown).instrument(span))
 }
 
 async fn run(
