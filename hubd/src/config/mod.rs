@@ -41,6 +41,8 @@ pub struct Config {
     pub store: StoreSection,
     /// Slot supervision: restarts and health checks.
     pub supervisor: SupervisorSection,
+    /// How AT modems (AUTO slots) are found and polled.
+    pub modems: ModemsSection,
     /// The slots this hub owns.
     pub slots: Vec<SlotConfig>,
 }
@@ -124,6 +126,24 @@ pub struct SupervisorSection {
     pub wrap_up_ms: u64,
 }
 
+/// `[modems]`: discovery and polling of the GSM modems of AUTO slots.
+///
+/// Modems are bound by IMEI, never by tty name: discovery opens every port
+/// the `scan` patterns match that no slot holds, asks its IMEI, and binds
+/// each configured slot to the port that answered with its IMEI.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModemsSection {
+    /// Glob patterns (`*`, `?`) of candidate AT ports, probed in order.
+    pub scan: Vec<String>,
+    /// How long a probed port may take to answer `AT+CGSN`.
+    pub probe_timeout_ms: u64,
+    /// Line speed of AT and voice ports (USB modems ignore it; real UARTs do not).
+    pub baud_rate: u32,
+    /// How often a READY modem's signal, operator and registration are read.
+    pub poll_interval_ms: u64,
+}
+
 /// One `[[slots]]` entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -155,6 +175,45 @@ fn default_true() -> bool {
 pub enum DriverConfig {
     /// A simulated device: no hardware, seeded behaviour.
     Sim(SimConfig),
+    /// A GSM USB modem driven by AT commands (AUTO slots).
+    AtModem(AtModemConfig),
+}
+
+/// Settings of the `at_modem` driver: which modem is this slot's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AtModemConfig {
+    /// The modem's IMEI (15 digits): the only thing a slot binds by.
+    pub imei: String,
+    /// When set, a modem whose SIM reports another ICCID is refused (the SIM
+    /// was swapped; calls would go out on the wrong number).
+    #[serde(default)]
+    pub iccid: Option<String>,
+    /// How to cut and restore the modem's USB power, the last step of the
+    /// recovery ladder before FAULT. Without it the ladder skips that step.
+    #[serde(default)]
+    pub power: Option<UsbPowerConfig>,
+}
+
+/// A modem's USB port as `uhubctl` addresses it, and where to run `uhubctl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsbPowerConfig {
+    /// The USB hub's location (`uhubctl -l`), e.g. `1-1.4`.
+    pub location: String,
+    /// The port on that hub (`uhubctl -p`), 1–255.
+    pub port: u32,
+    /// Run `uhubctl` over SSH on this host (`user@host` or `host`) instead of
+    /// locally: for modems hung on a USB hub of another machine.
+    #[serde(default)]
+    pub ssh: Option<String>,
+    /// The `uhubctl` program (a path or a name looked up in `PATH`).
+    #[serde(default = "default_uhubctl")]
+    pub command: String,
+}
+
+fn default_uhubctl() -> String {
+    "uhubctl".to_owned()
 }
 
 /// Settings of the simulated driver.
@@ -220,6 +279,20 @@ impl Default for SupervisorSection {
             health_check_interval_ms: 10_000,
             device_timeout_ms: 15_000,
             wrap_up_ms: 2_000,
+        }
+    }
+}
+
+impl Default for ModemsSection {
+    fn default() -> Self {
+        ModemsSection {
+            scan: vec![
+                "/dev/vss/by-imei/*-at".to_owned(),
+                "/dev/ttyUSB*".to_owned(),
+            ],
+            probe_timeout_ms: 1_500,
+            baud_rate: 115_200,
+            poll_interval_ms: 30_000,
         }
     }
 }

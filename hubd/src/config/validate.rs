@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use vss_shared::{NumberClass, NumberingPlan, SipNumber, SlotId};
+use vss_shared::{NumberClass, NumberingPlan, SipNumber, SlotId, SlotKind};
 
 use super::{Config, ConfigError, DriverConfig};
 
@@ -71,6 +71,7 @@ pub fn validate(config: &Config, origin: &str) -> Result<(), ConfigError> {
         ));
     }
     let mut seen: BTreeMap<SlotId, usize> = BTreeMap::new();
+    let mut imeis: BTreeMap<String, usize> = BTreeMap::new();
     for (i, slot) in config.slots.iter().enumerate() {
         if let Some(first) = seen.insert(slot.id, i) {
             return Err(invalid(
@@ -79,14 +80,93 @@ pub fn validate(config: &Config, origin: &str) -> Result<(), ConfigError> {
                 format!("duplicate slot id, already used by slots[{first}]"),
             ));
         }
-        let DriverConfig::Sim(sim) = &slot.driver;
-        if !(0.0..=1.0).contains(&sim.failure_rate) {
-            return Err(invalid(
-                format!("slots[{i}].driver.failure_rate"),
-                sim.failure_rate.to_string(),
-                "must be between 0 and 1".into(),
-            ));
+        match &slot.driver {
+            DriverConfig::Sim(sim) => {
+                if !(0.0..=1.0).contains(&sim.failure_rate) {
+                    return Err(invalid(
+                        format!("slots[{i}].driver.failure_rate"),
+                        sim.failure_rate.to_string(),
+                        "must be between 0 and 1".into(),
+                    ));
+                }
+            }
+            DriverConfig::AtModem(modem) => {
+                if slot.kind != SlotKind::Auto {
+                    return Err(invalid(
+                        format!("slots[{i}].driver.type"),
+                        "\"at_modem\"".into(),
+                        format!("an at_modem driver needs kind = \"auto\", not {:?}", slot.kind.to_string()),
+                    ));
+                }
+                if let Err(e) = crate::device::at_modem::replies::Imei::parse(&modem.imei) {
+                    return Err(invalid(
+                        format!("slots[{i}].driver.imei"),
+                        format!("{:?}", modem.imei),
+                        e.to_string(),
+                    ));
+                }
+                if let Some(first) = imeis.insert(modem.imei.clone(), i) {
+                    return Err(invalid(
+                        format!("slots[{i}].driver.imei"),
+                        format!("{:?}", modem.imei),
+                        format!("IMEI already bound to slots[{first}]"),
+                    ));
+                }
+                if let Some(iccid) = &modem.iccid
+                    && (iccid.len() < 18 || iccid.len() > 22 || !iccid.bytes().all(|b| b.is_ascii_digit()))
+                {
+                    return Err(invalid(
+                        format!("slots[{i}].driver.iccid"),
+                        format!("{iccid:?}"),
+                        "an ICCID is 18 to 22 digits".into(),
+                    ));
+                }
+                if let Some(power) = &modem.power {
+                    if power.location.is_empty()
+                        || !power.location.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:".contains(&b))
+                    {
+                        return Err(invalid(
+                            format!("slots[{i}].driver.power.location"),
+                            format!("{:?}", power.location),
+                            "a uhubctl location looks like 1-1.4 (digits, '-', '.')".into(),
+                        ));
+                    }
+                    if !(1..=255).contains(&power.port) {
+                        return Err(invalid(
+                            format!("slots[{i}].driver.power.port"),
+                            power.port.to_string(),
+                            "must be between 1 and 255".into(),
+                        ));
+                    }
+                    if let Some(host) = &power.ssh
+                        && (host.is_empty() || host.starts_with('-') || host.chars().any(char::is_whitespace))
+                    {
+                        return Err(invalid(
+                            format!("slots[{i}].driver.power.ssh"),
+                            format!("{host:?}"),
+                            "must be host or user@host".into(),
+                        ));
+                    }
+                }
+            }
         }
+    }
+    let modems = &config.modems;
+    for (field, value) in [
+        ("modems.probe_timeout_ms", modems.probe_timeout_ms),
+        ("modems.poll_interval_ms", modems.poll_interval_ms),
+        ("modems.baud_rate", u64::from(modems.baud_rate)),
+    ] {
+        if value == 0 {
+            return Err(invalid(field.into(), "0".into(), "must be greater than 0".into()));
+        }
+    }
+    if let Some((j, pattern)) = modems.scan.iter().enumerate().find(|(_, p)| !p.starts_with('/')) {
+        return Err(invalid(
+            format!("modems.scan[{j}]"),
+            format!("{pattern:?}"),
+            "must be an absolute path pattern, e.g. /dev/ttyUSB*".into(),
+        ));
     }
     slot_numbers(config).map_err(|(i, number, e)| {
         invalid(format!("slots[{i}].sip_number"), number, e.to_string())

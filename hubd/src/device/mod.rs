@@ -95,5 +95,6 @@ pub trait Device: Send {
 pub fn create(slot: &SlotConfig, session: u64) -> Box<dyn Device> {
     match &slot.driver {
         DriverConfig::Sim(sim) => Box::new(sim::SimDevice::new(slot.id, session, sim.clone())),
+        DriverConfig::AtModem(_) => Box::new(sim::Unavailable("the at_modem driver is being wired in")),
     }
 }
