@@ -124,6 +124,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         store: store.handle(),
         metrics: metrics.clone(),
         timing: config.supervisor.clone(),
+        devices: crate::device::DeviceEnv::new(&config.modems, metrics.clone()),
     };
     // Sync with the control plane when this hub is enrolled; the hub works
     // the same without it.

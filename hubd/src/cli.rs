@@ -67,6 +67,11 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// GSM modems (AUTO slots): find them by probing serial ports.
+    Modems {
+        #[command(subcommand)]
+        command: ModemsCommand,
+    },
     /// Print the slots of a running hub, read from its local API.
     Status {
         /// Address of the hub's local API.
@@ -93,6 +98,25 @@ enum Command {
         /// (`acked N` on stdout).
         #[arg(long)]
         sync: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ModemsCommand {
+    /// Probe the serial ports `[modems] scan` matches (ports another program
+    /// holds are skipped) and print each modem found: port, IMEI, make,
+    /// model, voice port. Run it with hubd stopped, or it sees only the
+    /// modems no slot holds.
+    Scan {
+        /// The hub's config file (for `[modems]`); defaults otherwise.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Glob patterns of ports to probe, instead of the config's `scan`.
+        #[arg(long = "port")]
+        ports: Vec<String>,
+        /// One JSON object per line: {"port","imei","vendor","model","voice"}.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -140,6 +164,28 @@ impl clap::ValueEnum for LogFormat {
             LogFormat::Json => "json",
         }))
     }
+}
+
+async fn modems_scan(settings: crate::config::ModemsSection, json: bool) -> i32 {
+    let recovery = settings.recovery_config();
+    let patterns = settings.scan.clone();
+    let directory = crate::device::at_modem::directory::ModemDirectory::new(settings, recovery);
+    let found = directory.scan().await;
+    for modem in &found {
+        if json {
+            match serde_json::to_string(modem) {
+                Ok(line) => println!("{line}"),
+                Err(e) => eprintln!("hubd: {e}"),
+            }
+        } else {
+            println!("{}", crate::device::at_modem::driver::describe(modem));
+        }
+    }
+    if found.is_empty() {
+        eprintln!("hubd: no modem answered on the ports matching {patterns:?}");
+        return EXIT_FAILURE;
+    }
+    0
 }
 
 /// Parses the command line, runs the command, returns the exit code.
@@ -199,6 +245,26 @@ async fn dispatch(command: Command) -> i32 {
             Err(e) => refuse(e),
         },
         Command::Status { api } => status(api).await,
+        Command::Modems {
+            command:
+                ModemsCommand::Scan {
+                    config,
+                    ports,
+                    json,
+                },
+        } => {
+            let mut settings = match config {
+                Some(path) => match hub_env().and_then(|vars| Config::load(&path, vars)) {
+                    Ok(config) => config.modems,
+                    Err(e) => return refuse(e),
+                },
+                None => crate::config::ModemsSection::default(),
+            };
+            if !ports.is_empty() {
+                settings.scan = ports;
+            }
+            modems_scan(settings, json).await
+        }
         Command::Enroll {
             control_plane,
             token,
@@ -271,6 +337,9 @@ async fn serve(config: Config, banner: Option<DemoBanner>) -> i32 {
         );
         println!("  Data dir:               {}", banner.data_dir.display());
         println!("Press Ctrl-C to stop.");
+    } else {
+        // One line for whoever started it (and for api.listen = "…:0").
+        println!("hubd: local API on http://{}/api/slots", hub.api_addr());
     }
     wait_for_signal().await;
     tracing::info!("shutting down");

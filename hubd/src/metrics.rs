@@ -26,6 +26,10 @@ pub struct Metrics {
     pub store_write_errors: AtomicU64,
     /// Latency of a group commit, from the batch's first write to its commit.
     pub store_commit: Histogram,
+    /// Voice frames and their pacing (AT modems).
+    pub voice: std::sync::Arc<crate::device::at_modem::voice::VoiceMetrics>,
+    /// Recovery ladder steps, faults and rebinds (AT modems).
+    pub modem_recovery: crate::device::at_modem::driver::RecoveryMetrics,
 }
 
 impl Metrics {
@@ -84,6 +88,8 @@ impl Metrics {
             "hubd_store_commit_seconds",
             "Group commit latency: first write of a batch queued to its commit.",
         );
+        self.voice.render(out);
+        self.modem_recovery.render(out);
     }
 }
 

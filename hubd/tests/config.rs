@@ -94,7 +94,9 @@ fn a_slot_needs_only_id_kind_and_driver() {
     assert_eq!(slot.display_name(), "Slot 07");
     assert_eq!(slot.sip_number, None);
     assert!(slot.enabled);
-    let DriverConfig::Sim(sim) = &slot.driver;
+    let DriverConfig::Sim(sim) = &slot.driver else {
+        panic!("slot {} should have the sim driver", slot.id)
+    };
     assert_eq!(*sim, SimConfig::default());
     assert_eq!(
         (
@@ -237,7 +239,7 @@ fn env_errors_name_the_variable() {
         (
             "HUBD__DEVICES__X",
             "1",
-            "environment HUBD__DEVICES__X: unknown section `devices` (known: api, hub, log, store, supervisor)",
+            "environment HUBD__DEVICES__X: unknown section `devices` (known: api, hub, log, modems, store, supervisor)",
         ),
     ];
     for (var, value, expect) in cases {
@@ -288,7 +290,7 @@ fn file_errors_name_the_file_line_and_field() {
         ),
         (
             "[[slots]]\nid = 1\nkind = \"auto\"\ndriver = { type = \"usb\" }\n",
-            "hubd.toml:4: field `slots[0].driver.type` = \"usb\": unknown variant `usb`, expected `sim`",
+            "hubd.toml:4: field `slots[0].driver.type` = \"usb\": unknown variant `usb`, expected `sim` or `at_modem`",
         ),
         (
             "[hub\nname = \"x\"\n",
@@ -543,7 +545,9 @@ fn the_example_config_spells_out_every_default() {
     );
     assert_eq!(config.slots[0].sip_number, Some(number("6001")));
     assert_eq!(config.slots[1].sip_number, None);
-    let DriverConfig::Sim(sim) = &config.slots[0].driver;
+    let DriverConfig::Sim(sim) = &config.slots[0].driver else {
+        panic!("the first slot should have the sim driver")
+    };
     assert_eq!(*sim, SimConfig::default());
     assert_eq!(
         slot_numbers_checked(&config).unwrap(),

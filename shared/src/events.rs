@@ -19,11 +19,21 @@ pub enum OutboxKind {
     Cdr,
     /// An [`AlertRecord`].
     Alert,
+    /// An [`SmsRecord`].
+    Sms,
+    /// A [`RecoveryRecord`].
+    DeviceRecovery,
 }
 
 impl OutboxKind {
     /// Every kind, in a stable order.
-    pub const ALL: [OutboxKind; 3] = [Self::SlotTransition, Self::Cdr, Self::Alert];
+    pub const ALL: [OutboxKind; 5] = [
+        Self::SlotTransition,
+        Self::Cdr,
+        Self::Alert,
+        Self::Sms,
+        Self::DeviceRecovery,
+    ];
 
     /// The stored name, e.g. `slot_transition`.
     pub fn as_str(self) -> &'static str {
@@ -31,6 +41,8 @@ impl OutboxKind {
             Self::SlotTransition => "slot_transition",
             Self::Cdr => "cdr",
             Self::Alert => "alert",
+            Self::Sms => "sms",
+            Self::DeviceRecovery => "device_recovery",
         }
     }
 
@@ -125,6 +137,45 @@ pub struct AlertRecord {
     pub severity: Severity,
     /// What happened, in words an operator understands.
     pub message: String,
+    /// When, ms since the Unix epoch.
+    pub at_ms: i64,
+}
+
+/// Which way an SMS went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmsDirection {
+    /// Received by the slot's modem.
+    Inbound,
+    /// Sent from the slot's modem.
+    Outbound,
+}
+
+/// One SMS through a slot's modem (multipart messages joined).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SmsRecord {
+    /// The slot whose modem carried it.
+    pub slot_id: SlotId,
+    /// Received or sent.
+    pub direction: SmsDirection,
+    /// The other party: sender when inbound, destination when outbound.
+    pub remote_number: String,
+    /// The text.
+    pub text: String,
+    /// When the hub received or sent it, ms since the Unix epoch.
+    pub at_ms: i64,
+}
+
+/// A recovery step a driver took on a device that stopped answering
+/// (resync, soft reset, reboot, USB power cycle; F-06).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoveryRecord {
+    /// The slot whose device it was.
+    pub slot_id: SlotId,
+    /// The step, e.g. `soft_reset`.
+    pub step: String,
+    /// Why it was needed.
+    pub reason: String,
     /// When, ms since the Unix epoch.
     pub at_ms: i64,
 }

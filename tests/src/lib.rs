@@ -212,16 +212,22 @@ impl Drop for HubProcess {
 }
 
 fn call(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    call_with(addr, method, path, None)
+}
+
+fn call_with(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("a test runtime");
-    match runtime.block_on(hubd::api::client::request(
-        addr,
-        method,
-        path,
-        Duration::from_secs(10),
-    )) {
+    let timeout = Duration::from_secs(100);
+    let answer = match body {
+        Some(body) => runtime.block_on(hubd::api::client::request_json(
+            addr, method, path, body, timeout,
+        )),
+        None => runtime.block_on(hubd::api::client::request(addr, method, path, timeout)),
+    };
+    match answer {
         Ok(answer) => (answer.status, answer.body),
         Err(e) => (0, e.to_string()),
     }
@@ -235,6 +241,11 @@ pub fn get(addr: SocketAddr, path: &str) -> (u16, String) {
 /// `POST path` (empty body) on the hub API.
 pub fn post(addr: SocketAddr, path: &str) -> (u16, String) {
     call(addr, "POST", path)
+}
+
+/// `POST path` with a JSON body on the hub API: status and body.
+pub fn post_json(addr: SocketAddr, path: &str, body: &serde_json::Value) -> (u16, String) {
+    call_with(addr, "POST", path, Some(&body.to_string()))
 }
 
 /// `GET path` parsed as JSON; panics unless the status is 200.

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 
@@ -46,12 +46,30 @@ pub async fn request(
     path: &str,
     timeout: Duration,
 ) -> Result<Answer, ClientError> {
-    tokio::time::timeout(timeout, exchange(addr, method, path))
+    tokio::time::timeout(timeout, exchange(addr, method, path, None))
         .await
         .map_err(|_| ClientError::Timeout { addr, timeout })?
 }
 
-async fn exchange(addr: SocketAddr, method: &str, path: &str) -> Result<Answer, ClientError> {
+/// Sends `method path` with a JSON `body` to `addr` and reads the whole answer.
+pub async fn request_json(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+    timeout: Duration,
+) -> Result<Answer, ClientError> {
+    tokio::time::timeout(timeout, exchange(addr, method, path, Some(body)))
+        .await
+        .map_err(|_| ClientError::Timeout { addr, timeout })?
+}
+
+async fn exchange(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> Result<Answer, ClientError> {
     let fail = |e: &dyn std::fmt::Display| ClientError::Connect {
         addr,
         message: e.to_string(),
@@ -63,11 +81,15 @@ async fn exchange(addr: SocketAddr, method: &str, path: &str) -> Result<Answer, 
         .await
         .map_err(|e| fail(&e))?;
     let driver = tokio::spawn(connection);
-    let request = Request::builder()
+    let mut request = Request::builder()
         .method(method)
         .uri(path)
-        .header(hyper::header::HOST, addr.to_string())
-        .body(Empty::<Bytes>::new())
+        .header(hyper::header::HOST, addr.to_string());
+    if body.is_some() {
+        request = request.header(hyper::header::CONTENT_TYPE, "application/json");
+    }
+    let request = request
+        .body(Full::new(Bytes::from(body.unwrap_or_default().to_owned())))
         .map_err(|e| fail(&e))?;
     let response = sender.send_request(request).await.map_err(|e| fail(&e))?;
     let status = response.status().as_u16();

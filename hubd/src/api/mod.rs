@@ -5,6 +5,7 @@
 //! Invariant: bad input (unknown id, malformed id, unknown path) gets a 4xx
 //! with the JSON error body `{"error":{"code","message"}}`; never a 500.
 
+mod calls;
 pub mod client;
 
 use std::sync::Arc;
@@ -46,6 +47,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/slots", get(list_slots))
         .route("/api/slots/{id}", get(get_slot))
         .route("/api/slots/{id}/restart", post(restart_slot))
+        .route("/api/slots/{id}/dial", post(calls::dial))
+        .route("/api/slots/{id}/hangup", post(calls::hang_up))
+        .route("/api/slots/{id}/sms", post(calls::send_sms))
+        .route("/api/slots/{id}/ussd", post(calls::ussd))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         })

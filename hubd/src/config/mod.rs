@@ -142,6 +142,15 @@ pub struct ModemsSection {
     pub baud_rate: u32,
     /// How often a READY modem's signal, operator and registration are read.
     pub poll_interval_ms: u64,
+    /// How long a modem whose ttys vanished (reboot, power cycle, unplug) is
+    /// looked for by IMEI before the next recovery step.
+    pub rebind_timeout_ms: u64,
+    /// The least time between two `ATZ` soft resets of one modem.
+    pub soft_reset_interval_ms: u64,
+    /// The least time between two `AT+CFUN=1,1` reboots of one modem.
+    pub reboot_interval_ms: u64,
+    /// The least time between two USB power cycles of one modem.
+    pub power_cycle_interval_ms: u64,
 }
 
 /// One `[[slots]]` entry.
@@ -207,7 +216,14 @@ pub struct UsbPowerConfig {
     /// locally: for modems hung on a USB hub of another machine.
     #[serde(default)]
     pub ssh: Option<String>,
-    /// The `uhubctl` program (a path or a name looked up in `PATH`).
+    /// The OpenSSH client configuration file for that connection (`ssh -F`),
+    /// an absolute path: `IdentityFile`, `UserKnownHostsFile`, `User`, `Port`.
+    /// Absent: the `hubd` user's `~/.ssh/config` (none under the systemd
+    /// unit, whose user has no home). Only with `ssh`.
+    #[serde(default)]
+    pub ssh_config: Option<PathBuf>,
+    /// The `uhubctl` program (a path or a name looked up in `PATH`; on the
+    /// `ssh` host when set).
     #[serde(default = "default_uhubctl")]
     pub command: String,
 }
@@ -293,6 +309,30 @@ impl Default for ModemsSection {
             probe_timeout_ms: 1_500,
             baud_rate: 115_200,
             poll_interval_ms: 30_000,
+            rebind_timeout_ms: 60_000,
+            soft_reset_interval_ms: 60_000,
+            reboot_interval_ms: 600_000,
+            power_cycle_interval_ms: 900_000,
+        }
+    }
+}
+
+impl ModemsSection {
+    /// The recovery ladder's policy: resync 3 times, then `ATZ`, a reboot,
+    /// and two USB power cycles, each no more often than configured.
+    pub fn recovery_config(&self) -> crate::device::at_modem::recovery::RecoveryConfig {
+        use crate::device::at_modem::recovery::{RecoveryConfig, StepPolicy};
+        let step = |attempts, ms| StepPolicy {
+            attempts,
+            min_interval: std::time::Duration::from_millis(ms),
+        };
+        RecoveryConfig {
+            steps: [
+                step(3, 0),
+                step(1, self.soft_reset_interval_ms),
+                step(1, self.reboot_interval_ms),
+                step(2, self.power_cycle_interval_ms),
+            ],
         }
     }
 }

@@ -95,7 +95,10 @@ pub fn validate(config: &Config, origin: &str) -> Result<(), ConfigError> {
                     return Err(invalid(
                         format!("slots[{i}].driver.type"),
                         "\"at_modem\"".into(),
-                        format!("an at_modem driver needs kind = \"auto\", not {:?}", slot.kind.to_string()),
+                        format!(
+                            "an at_modem driver needs kind = \"auto\", not {:?}",
+                            slot.kind.to_string()
+                        ),
                     ));
                 }
                 if let Err(e) = crate::device::at_modem::replies::Imei::parse(&modem.imei) {
@@ -113,7 +116,9 @@ pub fn validate(config: &Config, origin: &str) -> Result<(), ConfigError> {
                     ));
                 }
                 if let Some(iccid) = &modem.iccid
-                    && (iccid.len() < 18 || iccid.len() > 22 || !iccid.bytes().all(|b| b.is_ascii_digit()))
+                    && (iccid.len() < 18
+                        || iccid.len() > 22
+                        || !iccid.bytes().all(|b| b.is_ascii_digit()))
                 {
                     return Err(invalid(
                         format!("slots[{i}].driver.iccid"),
@@ -123,7 +128,10 @@ pub fn validate(config: &Config, origin: &str) -> Result<(), ConfigError> {
                 }
                 if let Some(power) = &modem.power {
                     if power.location.is_empty()
-                        || !power.location.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:".contains(&b))
+                        || !power
+                            .location
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"-.:".contains(&b))
                     {
                         return Err(invalid(
                             format!("slots[{i}].driver.power.location"),
@@ -139,12 +147,39 @@ pub fn validate(config: &Config, origin: &str) -> Result<(), ConfigError> {
                         ));
                     }
                     if let Some(host) = &power.ssh
-                        && (host.is_empty() || host.starts_with('-') || host.chars().any(char::is_whitespace))
+                        && (host.is_empty()
+                            || host.starts_with('-')
+                            || host.chars().any(char::is_whitespace))
                     {
                         return Err(invalid(
                             format!("slots[{i}].driver.power.ssh"),
                             format!("{host:?}"),
                             "must be host or user@host".into(),
+                        ));
+                    }
+                    if let Some(file) = &power.ssh_config {
+                        let field = format!("slots[{i}].driver.power.ssh_config");
+                        if power.ssh.is_none() {
+                            return Err(invalid(
+                                field,
+                                format!("{:?}", file.display().to_string()),
+                                "only used with ssh: set ssh = \"host\" too, or remove it".into(),
+                            ));
+                        }
+                        if !file.is_absolute() {
+                            return Err(invalid(
+                                field,
+                                format!("{:?}", file.display().to_string()),
+                                "must be an absolute path, e.g. /etc/vss/hubd-ssh_config".into(),
+                            ));
+                        }
+                    }
+                    if power.command.trim().is_empty() || power.command.contains('\0') {
+                        return Err(invalid(
+                            format!("slots[{i}].driver.power.command"),
+                            format!("{:?}", power.command),
+                            "must name the uhubctl program, e.g. uhubctl or /usr/sbin/uhubctl"
+                                .into(),
                         ));
                     }
                 }
@@ -156,12 +191,22 @@ pub fn validate(config: &Config, origin: &str) -> Result<(), ConfigError> {
         ("modems.probe_timeout_ms", modems.probe_timeout_ms),
         ("modems.poll_interval_ms", modems.poll_interval_ms),
         ("modems.baud_rate", u64::from(modems.baud_rate)),
+        ("modems.rebind_timeout_ms", modems.rebind_timeout_ms),
     ] {
         if value == 0 {
-            return Err(invalid(field.into(), "0".into(), "must be greater than 0".into()));
+            return Err(invalid(
+                field.into(),
+                "0".into(),
+                "must be greater than 0".into(),
+            ));
         }
     }
-    if let Some((j, pattern)) = modems.scan.iter().enumerate().find(|(_, p)| !p.starts_with('/')) {
+    if let Some((j, pattern)) = modems
+        .scan
+        .iter()
+        .enumerate()
+        .find(|(_, p)| !p.starts_with('/'))
+    {
         return Err(invalid(
             format!("modems.scan[{j}]"),
             format!("{pattern:?}"),

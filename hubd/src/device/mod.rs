@@ -11,7 +11,9 @@ pub mod sim;
 
 use async_trait::async_trait;
 
-use crate::config::{DriverConfig, SlotConfig};
+use std::sync::Arc;
+
+use crate::config::{DriverConfig, ModemsSection, SlotConfig};
 
 /// What a device reports without being asked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,8 +30,33 @@ pub enum DeviceEvent {
         /// Why, in the device's words (e.g. `normal_clearing`, `no_answer`).
         cause: String,
     },
-    /// The device lost its network (or SIP) registration.
+    /// The device lost its network (or SIP) registration, or stopped
+    /// answering and is being recovered: the slot is out of service until
+    /// [`DeviceEvent::Registered`].
     RegistrationLost {
+        /// Why.
+        reason: String,
+    },
+    /// The device is registered (and answering) again.
+    Registered,
+    /// The device was found again under other ports (a modem that
+    /// re-enumerated); the slot's `device` field changes.
+    Rebound {
+        /// The new description.
+        description: String,
+    },
+    /// An SMS arrived (multipart messages already joined).
+    SmsReceived {
+        /// The sender's number or alphanumeric name.
+        sender: String,
+        /// The text.
+        text: String,
+    },
+    /// The driver took a recovery step (resync, soft reset, reboot, USB
+    /// power cycle) on a device that stopped answering.
+    Recovery {
+        /// The step, e.g. `soft_reset`.
+        step: String,
         /// Why.
         reason: String,
     },
@@ -87,14 +114,38 @@ pub trait Device: Send {
     async fn hang_up(&mut self) -> Result<(), DeviceError>;
     /// Closes the device. Idempotent; never fails (problems are logged).
     async fn release(&mut self);
+    /// The device as a GSM modem, for SMS and USSD; `None` for other kinds.
+    fn as_modem(&mut self) -> Option<&mut at_modem::driver::AtModemDevice> {
+        None
+    }
+}
+
+/// What drivers of one hub share (the AT modems' directory and figures).
+#[derive(Debug, Clone)]
+pub struct DeviceEnv {
+    /// The AT modems of the hub.
+    pub modems: Arc<at_modem::driver::ModemEnv>,
+}
+
+impl DeviceEnv {
+    /// The environment for `config`'s modems, counting into `metrics`.
+    pub fn new(modems: &ModemsSection, metrics: Arc<crate::metrics::Metrics>) -> DeviceEnv {
+        DeviceEnv {
+            modems: Arc::new(at_modem::driver::ModemEnv::new(modems.clone(), metrics)),
+        }
+    }
 }
 
 /// Builds a fresh driver for `slot`, as its config says. Called at every
 /// (re)start of the slot, so a restart never reuses a half-broken driver;
 /// `session` counts the slot's sessions since hubd started (0 first).
-pub fn create(slot: &SlotConfig, session: u64) -> Box<dyn Device> {
+pub fn create(slot: &SlotConfig, session: u64, env: &DeviceEnv) -> Box<dyn Device> {
     match &slot.driver {
         DriverConfig::Sim(sim) => Box::new(sim::SimDevice::new(slot.id, session, sim.clone())),
-        DriverConfig::AtModem(_) => Box::new(sim::Unavailable("the at_modem driver is being wired in")),
+        DriverConfig::AtModem(modem) => Box::new(at_modem::driver::AtModemDevice::new(
+            slot.id,
+            modem.clone(),
+            Arc::clone(&env.modems),
+        )),
     }
 }

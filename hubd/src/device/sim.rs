@@ -226,30 +226,3 @@ impl SplitMix64 {
         if n == 0 { 0 } else { self.next_u64() % n }
     }
 }
-
-/// A device that cannot be bound (placeholder while a driver is wired in).
-#[derive(Debug)]
-pub struct Unavailable(pub &'static str);
-
-#[async_trait::async_trait]
-impl Device for Unavailable {
-    async fn bind(&mut self) -> Result<DeviceInfo, DeviceError> {
-        Err(DeviceError::Gone(self.0.to_owned()))
-    }
-    async fn register(&mut self) -> Result<(), DeviceError> {
-        Err(DeviceError::Gone(self.0.to_owned()))
-    }
-    async fn next_event(&mut self) -> Result<DeviceEvent, DeviceError> {
-        std::future::pending().await
-    }
-    async fn health_check(&mut self) -> Result<(), DeviceError> {
-        Err(DeviceError::Gone(self.0.to_owned()))
-    }
-    async fn dial(&mut self, _number: &str) -> Result<(), DeviceError> {
-        Err(DeviceError::Gone(self.0.to_owned()))
-    }
-    async fn hang_up(&mut self) -> Result<(), DeviceError> {
-        Ok(())
-    }
-    async fn release(&mut self) {}
-}

@@ -23,7 +23,7 @@ use tracing::Instrument;
 use vss_shared::{SipNumber, SlotEvent, SlotId, SlotState};
 
 pub use backoff::Backoff;
-pub use slot::{SlotCell, SlotCommand, SlotContext, SlotView};
+pub use slot::{SlotCell, SlotCommand, SlotContext, SlotRefusal, SlotReply, SlotView};
 
 use crate::config::SlotConfig;
 use crate::device::sim::SplitMix64;

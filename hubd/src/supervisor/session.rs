@@ -10,7 +10,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use vss_shared::{CallDirection, SlotAction, SlotEvent, SlotState};
 
-use super::slot::{SlotCell, SlotCommand, SlotContext};
+use super::slot::{SlotCell, SlotCommand, SlotContext, SlotRefusal};
 use crate::device::{self, Device, DeviceError, DeviceEvent};
 
 /// How a session ended.
@@ -52,7 +52,7 @@ pub(super) async fn run(
     shutdown: CancellationToken,
     number: u64,
 ) -> SessionEnd {
-    let mut device = device::create(&cell.config, number);
+    let mut device = device::create(&cell.config, number, &ctx.devices);
     let mut commands = cell.commands.lock().await;
     let mut session = Session {
         cell: &cell,
@@ -112,6 +112,16 @@ impl Session<'_> {
         Ok(())
     }
 
+    /// Feeds `event` but leaves registration to the device: it reported the
+    /// loss itself and reports [`DeviceEvent::Registered`] when it is back.
+    async fn feed_device_registering(&mut self, event: SlotEvent) -> Result<(), Stop> {
+        if let Some(mut actions) = self.cell.feed(self.ctx, event).await {
+            actions.retain(|a| !matches!(a, SlotAction::Register));
+            self.perform(actions, "").await?;
+        }
+        Ok(())
+    }
+
     /// Carries out the state machine's actions.
     async fn perform(&mut self, actions: Vec<SlotAction>, end_cause: &str) -> Result<(), Stop> {
         let timeout = self.timeout();
@@ -156,6 +166,110 @@ impl Session<'_> {
         }
     }
 
+    /// Carries out an operator's call, SMS or USSD command. Returns when the
+    /// slot entered wrap-up because of it (a dial the device refused).
+    async fn command(&mut self, command: SlotCommand) -> Result<Option<Instant>, Stop> {
+        let timeout = self.timeout();
+        let state = self.cell.state();
+        let not_now = |what: &str| SlotRefusal::NotNow(format!("slot is {state}; {what}"));
+        match command {
+            SlotCommand::Restart => {}
+            SlotCommand::Dial { number, reply } => {
+                if state != SlotState::Ready {
+                    let _ = reply.send(Err(not_now("only a READY slot can dial")));
+                    return Ok(None);
+                }
+                self.cell
+                    .start_call(CallDirection::Outbound, number.clone());
+                let call_id = self.cell.current_call_id().unwrap_or_default();
+                self.feed(
+                    SlotEvent::CallStarted {
+                        direction: CallDirection::Outbound,
+                    },
+                    "",
+                )
+                .await?;
+                match tokio::time::timeout(timeout, self.device.dial(&number)).await {
+                    Ok(Ok(())) => {
+                        tracing::info!(call_id, "dialling");
+                        let _ = reply.send(Ok(call_id));
+                    }
+                    Ok(Err(DeviceError::Gone(why))) => {
+                        let _ = reply.send(Err(SlotRefusal::Device(why.clone())));
+                        return Err(Stop::Fail(format!("device gone while dialling: {why}")));
+                    }
+                    Ok(Err(e)) => {
+                        let _ = reply.send(Err(SlotRefusal::Device(e.to_string())));
+                        self.feed(SlotEvent::CallEnded, "dial_failed").await?;
+                        return Ok(Some(Instant::now()));
+                    }
+                    Err(_) => {
+                        let _ = reply.send(Err(SlotRefusal::Device(
+                            "the device did not accept the dial in time".into(),
+                        )));
+                        return Err(Stop::Fail("dial timed out".into()));
+                    }
+                }
+            }
+            SlotCommand::HangUp { reply } => {
+                if !matches!(state, SlotState::Calling | SlotState::ActiveCall) {
+                    let _ = reply.send(Err(not_now("there is no call to hang up")));
+                    return Ok(None);
+                }
+                let result = match tokio::time::timeout(timeout, self.device.hang_up()).await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(SlotRefusal::Device(e.to_string())),
+                    Err(_) => Err(SlotRefusal::Device("hang-up timed out".into())),
+                };
+                let _ = reply.send(result);
+            }
+            SlotCommand::SendSms { to, text, reply } => {
+                let result = match (state, self.device.as_modem()) {
+                    (
+                        SlotState::Ready
+                        | SlotState::Calling
+                        | SlotState::ActiveCall
+                        | SlotState::PostCall,
+                        Some(modem),
+                    ) => {
+                        match tokio::time::timeout(timeout * 4, modem.send_sms(&to, &text)).await {
+                            Ok(Ok(parts)) => Ok(parts),
+                            Ok(Err(e)) => Err(SlotRefusal::Device(e.to_string())),
+                            Err(_) => Err(SlotRefusal::Device(
+                                "the modem did not send the SMS in time".into(),
+                            )),
+                        }
+                    }
+                    (_, None) => Err(SlotRefusal::Unsupported(
+                        "this slot's device does not send SMS".into(),
+                    )),
+                    _ => Err(not_now("its modem is not registered")),
+                };
+                if result.is_ok() {
+                    self.cell.record_sms_sent(self.ctx, to, text).await;
+                }
+                let _ = reply.send(result);
+            }
+            SlotCommand::Ussd { request, reply } => {
+                let result = match (state, self.device.as_modem()) {
+                    (SlotState::Ready | SlotState::PostCall, Some(modem)) => {
+                        match tokio::time::timeout(timeout * 3, modem.ussd(&request)).await {
+                            Ok(Ok(answer)) => Ok(answer),
+                            Ok(Err(e)) => Err(SlotRefusal::Device(e.to_string())),
+                            Err(_) => Err(SlotRefusal::Device("no USSD answer in time".into())),
+                        }
+                    }
+                    (_, None) => Err(SlotRefusal::Unsupported(
+                        "this slot's device does not run USSD".into(),
+                    )),
+                    _ => Err(not_now("USSD needs a registered modem without a call")),
+                };
+                let _ = reply.send(result);
+            }
+        }
+        Ok(None)
+    }
+
     async fn serve(
         &mut self,
         commands: &mut tokio::sync::mpsc::Receiver<SlotCommand>,
@@ -192,6 +306,11 @@ impl Session<'_> {
                     tracing::info!("restart requested");
                     self.feed(SlotEvent::Released, "slot_restart").await?;
                     return Ok(SessionEnd::Restarted);
+                }
+                Wake::Command(Some(command)) => {
+                    if let Some(wrap_up_from) = self.command(command).await? {
+                        wrap_up_at = Some(wrap_up_from + wrap_up);
+                    }
                 }
                 Wake::WrapUpDone => {
                     wrap_up_at = None;
@@ -230,8 +349,25 @@ impl Session<'_> {
                     DeviceEvent::RegistrationLost { reason } => {
                         tracing::warn!(reason, "registration lost");
                         wrap_up_at = None;
-                        self.feed(SlotEvent::RegistrationLost, "").await?;
-                        self.feed(SlotEvent::Registered, "").await?;
+                        self.feed_device_registering(SlotEvent::RegistrationLost)
+                            .await?;
+                    }
+                    DeviceEvent::Registered => {
+                        if self.cell.state() == SlotState::Registering {
+                            tracing::info!("registered again");
+                            self.feed(SlotEvent::Registered, "").await?;
+                        }
+                    }
+                    DeviceEvent::Rebound { description } => {
+                        tracing::info!(device = description, "device re-bound");
+                        self.cell.set_device(Some(description));
+                    }
+                    DeviceEvent::SmsReceived { sender, text } => {
+                        tracing::info!(sender, chars = text.chars().count(), "SMS received");
+                        self.cell.record_sms(self.ctx, sender, text).await;
+                    }
+                    DeviceEvent::Recovery { step, reason } => {
+                        self.cell.record_recovery(self.ctx, step, reason).await;
                     }
                 },
             }

@@ -12,7 +12,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use vss_shared::events::{AlertRecord, CdrRecord, Severity, SlotIdentity, SlotTransitionRecord};
+use vss_shared::events::{
+    AlertRecord, CdrRecord, OutboxKind, RecoveryRecord, Severity, SlotIdentity,
+    SlotTransitionRecord, SmsDirection, SmsRecord,
+};
 use vss_shared::slot_fsm::transition;
 use vss_shared::{
     CallDirection, SipNumber, SlotAction, SlotEvent, SlotId, SlotKind, SlotState, SlotStatus,
@@ -22,11 +25,60 @@ use crate::config::{SlotConfig, SupervisorSection};
 use crate::metrics::Metrics;
 use crate::store::{StoreHandle, Write, now_ms};
 
+/// The answer to a [`SlotCommand`]: the result, or why the slot refused or failed.
+pub type SlotReply<T> = tokio::sync::oneshot::Sender<Result<T, SlotRefusal>>;
+
+/// Why a slot did not do what it was asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SlotRefusal {
+    /// The slot is not in a state that allows it (e.g. dialling while not READY).
+    #[error("{0}")]
+    NotNow(String),
+    /// The request itself is wrong (a bad number, an empty text).
+    #[error("{0}")]
+    Invalid(String),
+    /// The device does not do this (SMS on a slot that is not a modem).
+    #[error("{0}")]
+    Unsupported(String),
+    /// The device tried and failed, or did not answer in time.
+    #[error("{0}")]
+    Device(String),
+}
+
 /// What an operator or the control plane asks of a slot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum SlotCommand {
     /// Release the device and start the slot again from IDLE.
     Restart,
+    /// Place a call from a READY slot; answers with the call's id once the
+    /// device accepted the dial.
+    Dial {
+        /// The number to call.
+        number: String,
+        /// Where the answer goes.
+        reply: SlotReply<String>,
+    },
+    /// Hang up the slot's current call.
+    HangUp {
+        /// Where the answer goes.
+        reply: SlotReply<()>,
+    },
+    /// Send an SMS through the slot's modem; answers with the part count.
+    SendSms {
+        /// Destination number.
+        to: String,
+        /// The text (any alphabet; long texts are split).
+        text: String,
+        /// Where the answer goes.
+        reply: SlotReply<u32>,
+    },
+    /// Run a USSD request (`*100#`) on the slot's modem; answers with the reply text.
+    Ussd {
+        /// The request.
+        request: String,
+        /// Where the answer goes.
+        reply: SlotReply<String>,
+    },
 }
 
 /// Everything a slot's tasks share with the rest of the hub.
@@ -38,6 +90,8 @@ pub struct SlotContext {
     pub metrics: Arc<Metrics>,
     /// Timeouts and backoff.
     pub timing: SupervisorSection,
+    /// What the slots' drivers share (the AT modems' directory).
+    pub devices: crate::device::DeviceEnv,
 }
 
 /// The call a slot is carrying, kept until its CDR is written.
@@ -188,6 +242,17 @@ impl SlotCell {
         self.commands_tx.try_send(SlotCommand::Restart).is_ok()
     }
 
+    /// Queues `command` for the slot's session; false when the queue is
+    /// full or the slot is not running.
+    pub fn submit(&self, command: SlotCommand) -> bool {
+        self.commands_tx.try_send(command).is_ok()
+    }
+
+    /// The id of the call the slot is carrying, if any.
+    pub fn current_call_id(&self) -> Option<String> {
+        self.live().call.as_ref().map(|c| c.call_id.clone())
+    }
+
     pub(super) fn set_device(&self, description: Option<String>) {
         self.live().device = description;
     }
@@ -293,6 +358,59 @@ impl SlotCell {
         };
         if let Err(e) = ctx.store.write(Write::Cdr(record)).await {
             tracing::error!(error = %e, "could not record CDR");
+        }
+    }
+
+    /// Records an SMS the slot's modem received (to the outbox).
+    pub(super) async fn record_sms(&self, ctx: &SlotContext, sender: String, text: String) {
+        let record = SmsRecord {
+            slot_id: self.config.id,
+            direction: SmsDirection::Inbound,
+            remote_number: sender,
+            text,
+            at_ms: now_ms(),
+        };
+        self.write_outbox(ctx, OutboxKind::Sms, &record).await;
+    }
+
+    /// Records an SMS the slot's modem sent (to the outbox).
+    pub(super) async fn record_sms_sent(&self, ctx: &SlotContext, to: String, text: String) {
+        let record = SmsRecord {
+            slot_id: self.config.id,
+            direction: SmsDirection::Outbound,
+            remote_number: to,
+            text,
+            at_ms: now_ms(),
+        };
+        self.write_outbox(ctx, OutboxKind::Sms, &record).await;
+    }
+
+    /// Records a step of the device's recovery ladder (to the outbox).
+    pub(super) async fn record_recovery(&self, ctx: &SlotContext, step: String, reason: String) {
+        let record = RecoveryRecord {
+            slot_id: self.config.id,
+            step,
+            reason,
+            at_ms: now_ms(),
+        };
+        self.write_outbox(ctx, OutboxKind::DeviceRecovery, &record)
+            .await;
+    }
+
+    async fn write_outbox(&self, ctx: &SlotContext, kind: OutboxKind, record: &impl Serialize) {
+        let payload = match serde_json::to_string(record) {
+            Ok(payload) => payload,
+            Err(e) => {
+                tracing::error!(error = %e, kind = kind.as_str(), "could not encode outbox record");
+                return;
+            }
+        };
+        let write = Write::Outbox {
+            kind: kind.as_str().to_owned(),
+            payload,
+        };
+        if let Err(e) = ctx.store.write(write).await {
+            tracing::error!(error = %e, kind = kind.as_str(), "could not record outbox event");
         }
     }
 

@@ -42,15 +42,21 @@
 
 pub mod calls;
 pub mod command;
+pub mod directory;
+pub mod driver;
 pub mod engine;
 pub mod fields;
 pub mod lines;
+pub mod link;
 pub mod parser;
 pub mod pdu;
+pub mod port;
+pub mod power;
 pub mod profile;
 pub mod recovery;
 pub mod replies;
 pub mod urc;
+pub mod voice;
 
 pub use calls::{CallTracker, ConfirmedCall};
 pub use command::{Command, CommandError, CommandId};

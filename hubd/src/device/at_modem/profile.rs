@@ -175,6 +175,15 @@ impl ModemProfile {
         self.vendor
     }
 
+    /// The make's name as operators read it: `Huawei`, `Quectel`, `Generic`.
+    pub fn vendor_name(&self) -> &'static str {
+        match self.vendor {
+            Vendor::Huawei => "Huawei",
+            Vendor::Quectel => "Quectel",
+            Vendor::Generic => "Generic",
+        }
+    }
+
     /// The model as `AT+CGMM` said it.
     pub fn model(&self) -> &str {
         &self.model
