@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 pub mod control_plane;
 pub mod modem;
+pub mod sshd;
 pub mod sync_client;
 pub mod udp_proxy;
 
