@@ -9,7 +9,7 @@
 //! ```text
 //!  supervisor ──requests (dial, hang up, SMS, USSD, ping)──► modem task ──► Link (AT port)
 //!  supervisor ◄──DeviceEvent (calls, SMS, registration, recovery)── modem task
-//!                                          └──► voice task per call (voice port, 20 ms pacing)
+//!                                          └──► the hub's voice clock thread (voice ports, 20 ms pacing)
 //! ```
 //!
 //! The modem task answers requests, turns URCs into [`DeviceEvent`]s, polls
@@ -21,8 +21,8 @@
 //! name it comes back as.
 //!
 //! Invariants:
-//! - Only the modem task touches the AT port, only the voice task the voice
-//!   port; the supervisor's calls never block on a hung modem for longer
+//! - Only the modem task touches the AT port, only the voice clock the voice
+//!   port during a call; the supervisor's calls never block on a hung modem for longer
 //!   than one command's timeout.
 //! - A call is reported ended exactly once (`^CEND`, `NO CARRIER` and a
 //!   local hang-up may all arrive).
@@ -39,7 +39,6 @@ use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 use vss_shared::SlotId;
 
 use super::calls::CallTracker;
@@ -48,7 +47,6 @@ use super::directory::{ModemClaim, ModemDirectory};
 use super::engine::EngineConfig;
 use super::link::{Link, LinkError, Reply};
 use super::pdu::{deliver, submit};
-use super::port::SerialPort;
 use super::profile::{DialNumber, ModemProfile};
 use super::recovery::{RecoveryAction, RecoveryLadder, RecoveryStep};
 use super::replies::{self, SimStatus, UssdStatus};
@@ -63,6 +61,8 @@ use crate::metrics::Metrics;
 pub struct ModemEnv {
     /// Who holds which modem.
     pub directory: Arc<ModemDirectory>,
+    /// Paces every call's audio.
+    pub voice_clock: voice::VoiceClock,
     /// Process-wide metrics (voice pacing, recovery steps).
     pub metrics: Arc<Metrics>,
 }
@@ -73,6 +73,7 @@ impl ModemEnv {
         let recovery = settings.recovery_config();
         ModemEnv {
             directory: Arc::new(ModemDirectory::new(settings, recovery)),
+            voice_clock: voice::VoiceClock::new(Arc::clone(&metrics.voice)),
             metrics,
         }
     }
@@ -357,7 +358,7 @@ impl Device for AtModemDevice {
 struct Attached {
     link: Link,
     profile: ModemProfile,
-    voice: Option<SerialPort>,
+    voice: Option<super::port::RawPort>,
 }
 
 /// Opens the claimed modem, checks its IMEI (and SIM), initialises it.
@@ -383,7 +384,7 @@ async fn attach(
     let profile = identify(&mut link, &config.imei).await?;
     init(&mut link, &profile, config).await?;
     let voice = match &claim.modem.voice {
-        Some(path) => match SerialPort::open(path, settings.baud_rate) {
+        Some(path) => match super::port::open_raw(path, settings.baud_rate) {
             Ok(port) => Some(port),
             Err(e) => {
                 tracing::warn!(error = %e, "voice port unavailable; calls will have no audio");
@@ -494,13 +495,13 @@ async fn init(
     Ok(())
 }
 
-/// The voice port between calls, or its task during one.
+/// The voice port between calls, or on the voice clock during one.
 enum VoiceState {
     None,
-    Idle(SerialPort),
+    Idle(super::port::RawPort),
     InCall {
-        stop: CancellationToken,
-        join: JoinHandle<(SerialPort, Option<std::io::Error>)>,
+        port: super::port::RawPort,
+        clocked: voice::ClockedHandle,
     },
     Lost,
 }
@@ -1077,37 +1078,32 @@ impl ModemTask {
     // ------------------------------------------------------------ voice
 
     fn start_voice(&mut self) {
-        if let VoiceState::Idle(_) = self.voice {
-            let VoiceState::Idle(port) = std::mem::replace(&mut self.voice, VoiceState::Lost)
-            else {
-                return;
-            };
-            let (stream, side) = voice::audio_pair();
-            *self.audio.lock().unwrap_or_else(|p| p.into_inner()) = Some(stream);
-            let stop = CancellationToken::new();
-            let join = tokio::spawn(voice::run_call(
-                port,
-                side,
-                Arc::clone(&self.env.metrics.voice),
-                stop.clone(),
-            ));
-            self.voice = VoiceState::InCall { stop, join };
+        let VoiceState::Idle(port) = std::mem::replace(&mut self.voice, VoiceState::Lost) else {
+            return;
+        };
+        let (stream, side) = voice::audio_pair();
+        match self.env.voice_clock.attach(&port, side) {
+            Ok(clocked) => {
+                *self.audio.lock().unwrap_or_else(|p| p.into_inner()) = Some(stream);
+                self.voice = VoiceState::InCall { port, clocked };
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot put the call's audio on the voice clock");
+                self.voice = VoiceState::Idle(port);
+            }
         }
     }
 
     async fn stop_voice(&mut self) {
         self.audio.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let VoiceState::InCall { stop, join } =
+        if let VoiceState::InCall { port, clocked } =
             std::mem::replace(&mut self.voice, VoiceState::Lost)
         {
-            stop.cancel();
-            match join.await {
-                Ok((port, None)) => self.voice = VoiceState::Idle(port),
-                Ok((_, Some(e))) => tracing::warn!(error = %e, "voice port failed"),
-                Err(e) => tracing::warn!(error = %e, "voice task failed"),
+            match clocked.failure() {
+                None => self.voice = VoiceState::Idle(port),
+                Some(why) => tracing::warn!(why, "voice port failed during the call"),
             }
-        } else if let VoiceState::Lost = self.voice {
-            // Stays lost until the modem is attached again.
+            drop(clocked);
         }
     }
 

@@ -51,17 +51,7 @@ impl SerialPort {
     /// Opens `path` raw (8N1, no flow control, no echo), exclusive, non-blocking.
     pub fn open(path: &Path, baud_rate: u32) -> Result<SerialPort, PortError> {
         let path = path.to_owned();
-        let native = serialport::new(path.to_string_lossy(), baud_rate)
-            .flow_control(serialport::FlowControl::None)
-            .open_native()
-            .map_err(|e| open_error(&path, e))?;
-        let raw = native.into_raw_fd();
-        // SAFETY: `into_raw_fd` handed us sole ownership of a valid descriptor.
-        let file = unsafe { File::from_raw_fd(raw) };
-        set_nonblocking(&file).map_err(|source| PortError::Io {
-            path: path.clone(),
-            source,
-        })?;
+        let file = open_file(&path, baud_rate)?;
         // SAFETY: the File owns its descriptor, which stays open and the
         // same for as long as the AsyncFd lives (it owns the File).
         let fd = unsafe { AsyncFd::register(file) }.map_err(|e| PortError::Io {
@@ -122,6 +112,49 @@ impl Drop for SerialPort {
             libc::ioctl(self.fd.get_ref().as_raw_fd(), libc::TIOCNXCL);
         }
     }
+}
+
+/// Opens `path` raw, exclusive and non-blocking, without registering it
+/// with the async runtime: for a voice port, which only the voice clock
+/// thread reads and writes (a registered port would wake the runtime on
+/// every frame the modem sends).
+pub fn open_raw(path: &Path, baud_rate: u32) -> Result<RawPort, PortError> {
+    open_file(path, baud_rate).map(RawPort)
+}
+
+/// A port opened by [`open_raw`]; like [`SerialPort`], it gives up its
+/// exclusivity when dropped.
+#[derive(Debug)]
+pub struct RawPort(File);
+
+impl std::os::fd::AsFd for RawPort {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+impl Drop for RawPort {
+    fn drop(&mut self) {
+        // SAFETY: ioctl without arguments on a descriptor we own.
+        unsafe {
+            libc::ioctl(self.0.as_raw_fd(), libc::TIOCNXCL);
+        }
+    }
+}
+
+fn open_file(path: &Path, baud_rate: u32) -> Result<File, PortError> {
+    let native = serialport::new(path.to_string_lossy(), baud_rate)
+        .flow_control(serialport::FlowControl::None)
+        .open_native()
+        .map_err(|e| open_error(path, e))?;
+    let raw = native.into_raw_fd();
+    // SAFETY: `into_raw_fd` handed us sole ownership of a valid descriptor.
+    let file = unsafe { File::from_raw_fd(raw) };
+    set_nonblocking(&file).map_err(|source| PortError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(file)
 }
 
 fn set_nonblocking(file: &File) -> io::Result<()> {
