@@ -102,6 +102,28 @@ enum HubCommand {
         #[arg(long, default_value_t = 24)]
         ttl_hours: u32,
     },
+    /// A hub's desired slot configuration.
+    Config {
+        #[command(subcommand)]
+        command: HubConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum HubConfigCommand {
+    /// Replace the hub's slot list with the slots of a file, as a new
+    /// revision (pushed to the hub by the control plane serving it).
+    Set {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The hub's id.
+        #[arg(long)]
+        hub: String,
+        /// `*.json` (`{"slots":[…]}`, the API's body) or `*.toml` (`[[slots]]`
+        /// tables, as in hubd's own file, plus `sip_password`).
+        #[arg(long)]
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -184,6 +206,12 @@ async fn dispatch(command: Command) -> i32 {
                     ttl_hours,
                 },
         } => enroll_hub(store, name, centre, create_centre, id, ttl_hours).await,
+        Command::Hub {
+            command:
+                HubCommand::Config {
+                    command: HubConfigCommand::Set { store, hub, file },
+                },
+        } => set_hub_config(store, hub, file).await,
         Command::Migrate { store } => {
             let config = match load(&store) {
                 Ok(config) => config,
@@ -406,6 +434,60 @@ async fn enroll_hub(
             0
         }
         Ok(Err(why)) => refuse(why),
+        Err(e) => refuse(e),
+    }
+}
+
+/// `control-plane hub config set`: the file's slots, checked like
+/// `PUT /api/hubs/{id}/config`, stored as the hub's next revision.
+async fn set_hub_config(args: StoreArgs, hub: String, file: PathBuf) -> i32 {
+    let config = match load(&args) {
+        Ok(config) => config,
+        Err(e) => return refuse(e),
+    };
+    let text = match std::fs::read_to_string(&file) {
+        Ok(text) => text,
+        Err(e) => return refuse(format!("--file {}: {e}", file.display())),
+    };
+    let toml = file
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("toml"));
+    let body: Result<crate::api::hub_config::PutHubConfig, String> = if toml {
+        toml::from_str(&text).map_err(|e| e.to_string())
+    } else {
+        serde_json::from_str(&text).map_err(|e| e.to_string())
+    };
+    let body = match body {
+        Ok(body) => body,
+        Err(e) => return refuse(format!("--file {}: {e}", file.display())),
+    };
+    let slots = match crate::api::hub_config::validate_slots(body.slots) {
+        Ok(slots) => slots,
+        Err(e) => return refuse(format!("--file {}: {}", file.display(), e.message)),
+    };
+    let store = match app::open_store(&config).await {
+        Ok(store) => store,
+        Err(e) => return refuse(e),
+    };
+    let outcome = store
+        .replace_hub_config(&Scope::All, &hub, body.expected_revision, slots, None)
+        .await;
+    store.close().await;
+    match outcome {
+        Ok(crate::store::hub_config::Replaced::Stored(stored)) => {
+            println!(
+                "hub {hub}: revision {} with {} slots; the control plane serving it pushes it (at once, or within 5 s)",
+                stored.revision,
+                stored.slots.len()
+            );
+            0
+        }
+        Ok(crate::store::hub_config::Replaced::NotFound) => {
+            refuse(format!("--hub {hub}: no such hub"))
+        }
+        Ok(crate::store::hub_config::Replaced::Conflict { current }) => refuse(format!(
+            "hub {hub} is at revision {current}, not the file's expected_revision"
+        )),
         Err(e) => refuse(e),
     }
 }

@@ -80,13 +80,15 @@ pub enum Permission {
     HubsRead,
     /// Create hubs, issue enrollment tokens, revoke hubs.
     HubsWrite,
+    /// Set a hub's desired slot configuration (including SIP credentials).
+    HubsConfigure,
     /// Read the security audit log.
     AuditRead,
 }
 
 impl Permission {
     /// Every permission.
-    pub const ALL: [Permission; 12] = [
+    pub const ALL: [Permission; 13] = [
         Permission::SlotsRead,
         Permission::SlotsRestart,
         Permission::CallsStart,
@@ -98,6 +100,7 @@ impl Permission {
         Permission::RolesRead,
         Permission::HubsRead,
         Permission::HubsWrite,
+        Permission::HubsConfigure,
         Permission::AuditRead,
     ];
 }
@@ -118,6 +121,7 @@ pub fn allows(role: Role, permission: Permission) -> bool {
                 | RolesRead
                 | HubsRead
                 | HubsWrite
+                | HubsConfigure
         ),
         Role::Viewer => matches!(permission, SlotsRead | CentresRead | RolesRead | HubsRead),
     }

@@ -12,6 +12,7 @@ use std::collections::BTreeSet;
 
 use api_common::{PASSWORD, TestApp};
 use control_plane::rbac::Role;
+use control_plane::store::Scope;
 use serde_json::{Value, json};
 use vss_shared::SlotState;
 
@@ -52,6 +53,9 @@ const EXPECTED: &[(&str, [&str; 5])] = &[
     ("POST /api/hubs",                        ["201 201",    "201 404",    "403 403",    "201 404",    "403 403"]),
     ("POST /api/hubs/{id}/enrollment-tokens", ["201 201",    "201 404",    "403 403",    "201 404",    "403 403"]),
     ("POST /api/hubs/{id}/revoke",            ["200 200",    "200 404",    "403 403",    "200 404",    "403 403"]),
+    ("GET /api/hubs/{id}/config",             ["200 200",    "200 404",    "403 403",    "200 404",    "200 404"]),
+    ("PUT /api/hubs/{id}/config",             ["200 200",    "200 404",    "403 403",    "200 404",    "403 403"]),
+    ("GET /api/commands/{id}",                ["200 200",    "200 404",    "200 404",    "200 404",    "200 404"]),
     ("GET /api/audit",                        ["200 -",      "403 -",      "403 -",      "403 -",      "403 -"]),
 ];
 
@@ -80,6 +84,8 @@ struct Side {
     spare_hub: String,
     /// A viewer who never acts: the target of user reads, disable, enable.
     user: String,
+    /// A command queued for the AUTO slot's hub.
+    command: String,
 }
 
 /// Centres A (where the actors are) and B (another tenant).
@@ -105,6 +111,26 @@ async fn side(app: &TestApp, name: &str) -> Side {
             Role::Viewer,
         )
         .await;
+    let (slot, _) = app
+        .db
+        .store
+        .slot(&Scope::All, auto_slot)
+        .await
+        .expect("read the seeded slot")
+        .expect("the seeded slot");
+    let command = app
+        .db
+        .store
+        .queue_command(
+            &slot,
+            "restart_slot",
+            &json!({ "hub_slot_id": 1 }),
+            600_000,
+            None,
+        )
+        .await
+        .expect("seed a command")
+        .id;
     Side {
         centre,
         auto_slot,
@@ -112,6 +138,7 @@ async fn side(app: &TestApp, name: &str) -> Side {
         hub,
         spare_hub,
         user,
+        command,
     }
 }
 
@@ -202,6 +229,13 @@ fn request_for(endpoint: &str, side: &Side, n: usize) -> (&'static str, String, 
         "POST /api/hubs/{id}/revoke" => {
             ("POST", format!("/api/hubs/{}/revoke", side.spare_hub), None)
         }
+        "GET /api/hubs/{id}/config" => get(format!("/api/hubs/{}/config", side.hub)),
+        "PUT /api/hubs/{id}/config" => (
+            "PUT",
+            format!("/api/hubs/{}/config", side.hub),
+            Some(json!({ "slots": [{ "id": 1, "kind": "auto", "driver": { "type": "sim" } }] })),
+        ),
+        "GET /api/commands/{id}" => get(format!("/api/commands/{}", side.command)),
         "GET /api/audit" => get("/api/audit?limit=500".into()),
         other => panic!("no request written for {other}"),
     }
@@ -216,6 +250,7 @@ fn nowhere() -> Side {
         hub: "no-such-hub".into(),
         spare_hub: "no-such-spare-hub".into(),
         user: "no-such-user".into(),
+        command: "no-such-command".into(),
     }
 }
 

@@ -213,3 +213,99 @@ fn bad_configuration_and_unreachable_databases_are_refused_in_one_line() {
         "auth.jwt_secret_file",
     );
 }
+
+#[test]
+fn a_hubs_slots_are_set_from_a_toml_or_json_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let out = run(
+        &[
+            "hub",
+            "enroll",
+            "--data-dir",
+            data,
+            "--name",
+            "Hub One",
+            "--centre",
+            "North",
+            "--create-centre",
+            "--id",
+            "hub-one",
+        ],
+        "",
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let toml = dir.path().join("slots.toml");
+    std::fs::write(
+        &toml,
+        r#"
+[[slots]]
+id = 1
+kind = "auto"
+sip_password = "pw-1"
+driver = { type = "at_modem", imei = "490154203237518" }
+
+[[slots]]
+id = 2
+kind = "mf"
+name = "Phone"
+driver = { type = "sim", seed = 4 }
+"#,
+    )
+    .unwrap();
+    let set = |file: &std::path::Path, hub: &str| {
+        run(
+            &[
+                "hub",
+                "config",
+                "set",
+                "--data-dir",
+                data,
+                "--hub",
+                hub,
+                "--file",
+                file.to_str().unwrap(),
+            ],
+            "",
+            &[],
+        )
+    };
+    let out = set(&toml, "hub-one");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("hub hub-one: revision 1 with 2 slots"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let json = dir.path().join("slots.json");
+    std::fs::write(
+        &json,
+        r#"{"expected_revision": 1, "slots": [{"id": 3, "kind": "ls", "driver": {"type": "sim"}}]}"#,
+    )
+    .unwrap();
+    let out = set(&json, "hub-one");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("revision 2 with 1 slots"),
+        "{out:?}"
+    );
+    // Stale, unknown hub, bad slots: one line each, exit 2.
+    refused(&set(&json, "hub-one"), "is at revision 2");
+    refused(&set(&json, "no-such-hub"), "--hub no-such-hub: no such hub");
+    std::fs::write(
+        &json,
+        r#"{"slots": [{"id": 3, "kind": "ls", "sip_number": "6001", "driver": {"type": "sim"}}]}"#,
+    )
+    .unwrap();
+    refused(&set(&json, "hub-one"), "slots[0].sip_number");
+    std::fs::write(&json, "{not json").unwrap();
+    refused(&set(&json, "hub-one"), "slots.json");
+}

@@ -10,17 +10,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiState, router};
-use vss_shared::SipNumber;
 
-use crate::config::{Config, SlotConfig, validate};
+use crate::config::{Config, validate};
 use crate::health::Readiness;
 use crate::metrics::Metrics;
-use crate::store::{SlotRow, Store, StoreError, StoreOptions, Write};
-use crate::supervisor::{self, Registry, SlotContext};
+use crate::store::{Store, StoreError, StoreOptions, Write};
+use crate::supervisor::{Registry, SlotContext};
 
 /// Why the hub could not start. Each renders as one line for the terminal.
 #[derive(Debug, thiserror::Error)]
@@ -81,7 +79,7 @@ impl RunningHub {
 /// Starts the hub described by `config`; cancelling `shutdown` stops it.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<RunningHub, StartError> {
     validate(&config, "config")?;
-    let numbers = crate::config::slot_numbers_checked(&config)?;
+    crate::config::slot_numbers_checked(&config)?;
     let listener = TcpListener::bind(config.api.listen)
         .await
         .map_err(|source| StartError::ApiBind {
@@ -104,13 +102,16 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         synchronous: config.store.synchronous,
     };
     let store = Store::open(&options, metrics.clone())?;
-    let slots: Vec<_> = config.slots.iter().cloned().zip(numbers).collect();
+    // A configuration revision the control plane pushed wins over the file's [[slots]].
+    let applied = crate::store::desired::load_applied(store.db_path())?;
+    let (slots, revision) = crate::sync::config::startup_slots(&config, applied)?;
     store
         .handle()
-        .write(Write::UpsertSlots(slot_rows(&slots)))
+        .write(Write::UpsertSlots(crate::sync::config::slot_rows(&slots)))
         .await?;
 
-    let registry = Arc::new(Registry::new(slots));
+    let registry = Arc::new(Registry::with_slots(slots));
+    let config_status = Arc::new(crate::sync::config::ConfigStatus::new(revision));
     let components = std::iter::once("store".to_owned()).chain(
         registry
             .iter()
@@ -140,6 +141,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
                 store.handle(),
                 store.db_path().to_owned(),
                 registry.clone(),
+                Some(Arc::new(crate::sync::config::ConfigApplier::new(
+                    config.clone(),
+                    registry.clone(),
+                    store.db_path().to_owned(),
+                    config_status.clone(),
+                ))),
                 sync_status.clone(),
                 shutdown.clone(),
             ))
@@ -149,8 +156,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             None
         }
     };
-    let mut supervisors = JoinSet::new();
-    supervisor::spawn_all(&registry, &ctx, &readiness, &shutdown, &mut supervisors);
+    registry.start(&ctx, &readiness, &shutdown);
     drop(ctx);
 
     let app = router(ApiState {
@@ -159,6 +165,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         metrics,
         readiness,
         sync: sync.is_some().then(|| sync_status.clone()),
+        config: config_status,
     });
     let api_shutdown = shutdown.clone();
     let api = tokio::spawn(async move {
@@ -172,17 +179,16 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     tracing::info!(hub = %config.hub.id, api = %format!("http://{api_addr}"), slots = registry.iter().count(), "hubd started");
 
     let stop = shutdown.clone();
+    let slots = registry.clone();
     let done = tokio::spawn(async move {
         stop.cancelled().await;
-        while let Some(result) = supervisors.join_next().await {
-            if let Err(e) = result {
-                tracing::error!(error = %e, "slot supervisor ended abnormally");
-            }
-        }
+        slots.join_all().await;
         let _ = api.await;
         if let Some(sync) = sync {
             let _ = sync.await;
         }
+        // Slots a configuration change started during shutdown.
+        slots.join_all().await;
         store.close().await;
         tracing::info!("hubd stopped");
     });
@@ -192,17 +198,4 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         registry,
         done,
     })
-}
-
-fn slot_rows(slots: &[(SlotConfig, SipNumber)]) -> Vec<SlotRow> {
-    slots
-        .iter()
-        .map(|(config, number)| SlotRow {
-            id: config.id,
-            name: config.display_name(),
-            kind: config.kind,
-            sip_number: *number,
-            enabled: config.enabled,
-        })
-        .collect()
 }

@@ -445,6 +445,29 @@ async fn status(api: SocketAddr) -> i32 {
             s["fault_reason"].as_str().unwrap_or(""),
         );
     }
+    if let Ok(health) = client::request(api, "GET", "/health", Duration::from_secs(5)).await
+        && let Ok(health) = serde_json::from_str::<serde_json::Value>(&health.body)
+    {
+        match health["config"]["revision"].as_u64() {
+            Some(revision) => {
+                println!("Configuration: revision {revision} (pushed by the control plane)")
+            }
+            None => println!("Configuration: the file's [[slots]] (no revision pushed)"),
+        }
+        if let Some(rejected) = health["config"]["last_rejected"].as_object() {
+            println!(
+                "  last rejected: revision {} ({})",
+                rejected
+                    .get("revision")
+                    .and_then(|r| r.as_u64())
+                    .unwrap_or(0),
+                rejected
+                    .get("reason")
+                    .and_then(|r| r.as_str())
+                    .unwrap_or("")
+            );
+        }
+    }
     0
 }
 
@@ -494,6 +517,7 @@ async fn outbox_load(
             store.handle(),
             store.db_path().to_owned(),
             Arc::new(crate::supervisor::Registry::new(Vec::new())),
+            None,
             status.clone(),
             shutdown.clone(),
         )

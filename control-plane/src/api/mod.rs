@@ -15,6 +15,7 @@ pub mod auth;
 pub mod centres;
 pub mod error;
 pub mod health;
+pub mod hub_config;
 pub mod hubs;
 pub mod openapi;
 pub mod page_cache;
@@ -322,6 +323,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/slots", get(slots::list))
         .route("/api/slots/{id}", get(slots::get_one))
         .route("/api/slots/{id}/restart", post(slots::restart))
+        .route("/api/commands/{id}", get(slots::command))
         .route("/api/call/start", post(slots::start_call))
         .route("/api/guacamole/connect", post(slots::guacamole_connect))
         .route(
@@ -341,6 +343,10 @@ pub fn router(state: AppState) -> Router {
             post(hubs::enrollment_token),
         )
         .route("/api/hubs/{id}/revoke", post(hubs::revoke))
+        .route(
+            "/api/hubs/{id}/config",
+            get(hub_config::get_config).put(hub_config::put_config),
+        )
         .route("/api/audit", get(audit::list))
         .fallback(|| async { ApiError::not_found("endpoint") })
         .method_not_allowed_fallback(|| async {

@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{audit, auth, centres, error, health, hubs, slots, users};
+use super::{audit, auth, centres, error, health, hub_config, hubs, slots, users};
 
 struct BearerAuth;
 
@@ -85,10 +85,11 @@ impl Modify for BearerAuth {
     paths(
         health::health, health::live, health::ready, health::metrics,
         auth::login, auth::refresh, auth::logout, auth::me,
-        slots::list, slots::get_one, slots::restart, slots::start_call, slots::guacamole_connect,
+        slots::list, slots::get_one, slots::restart, slots::command, slots::start_call, slots::guacamole_connect,
         centres::list, centres::create, centres::templates,
         users::list, users::get_one, users::create, users::disable, users::enable, users::roles,
         hubs::list, hubs::get_one, hubs::create, hubs::enrollment_token, hubs::revoke,
+        hub_config::get_config, hub_config::put_config,
         audit::list,
     ),
     components(schemas(error::ErrorBody, error::ErrorDetail))

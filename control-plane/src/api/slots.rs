@@ -14,10 +14,19 @@ use super::page_cache::PageKey;
 use super::{Actor, ApiError, ApiJson, ApiPath, ApiQuery, AppState};
 use crate::rbac::Permission;
 use crate::store::page::{Page, PageRequest};
-use crate::store::slots::{Command, Slot};
+use crate::store::slots::{Command, CommandStatus, Slot};
 
 /// How long a queued command waits for its hub before it expires.
 const COMMAND_TTL_MS: i64 = 10 * 60 * 1000;
+
+/// `?ttl_s=` of `POST /api/slots/{id}/restart`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct RestartQuery {
+    /// Seconds the command may wait for its hub before it expires, 1–86400
+    /// (default 600).
+    pub ttl_s: Option<i64>,
+}
 
 /// `?cursor=&limit=`
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -123,7 +132,7 @@ pub async fn get_one(
 }
 
 /// Queues a restart of the slot on its hub.
-#[utoipa::path(post, path = "/api/slots/{id}/restart", tag = "slots", params(("id" = i64, Path, description = "slot id")),
+#[utoipa::path(post, path = "/api/slots/{id}/restart", tag = "slots", params(("id" = i64, Path, description = "slot id"), RestartQuery),
     security(("bearer" = [])),
     responses((status = 202, body = Command), (status = 400, body = super::error::ErrorBody),
               (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody),
@@ -132,6 +141,7 @@ pub async fn restart(
     State(state): State<AppState>,
     actor: Actor,
     ApiPath(id): ApiPath<i64>,
+    ApiQuery(query): ApiQuery<RestartQuery>,
 ) -> Result<(StatusCode, Json<Command>), ApiError> {
     actor
         .require(
@@ -140,6 +150,16 @@ pub async fn restart(
             "POST /api/slots/{id}/restart",
         )
         .await?;
+    let ttl_ms = match query.ttl_s {
+        None => COMMAND_TTL_MS,
+        Some(s @ 1..=86_400) => s * 1000,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "bad_ttl",
+                "ttl_s must be between 1 and 86400 seconds",
+            ));
+        }
+    };
     let (slot, _) = find(&state, &actor, id).await?;
     let command = state
         .store
@@ -147,7 +167,7 @@ pub async fn restart(
             &slot,
             "restart_slot",
             &serde_json::json!({ "hub_slot_id": slot.hub_slot_id }),
-            COMMAND_TTL_MS,
+            ttl_ms,
             Some(&actor.id),
         )
         .await?;
@@ -155,6 +175,25 @@ pub async fn restart(
         fleet.commands_queued(&command.hub_id);
     }
     Ok((StatusCode::ACCEPTED, Json(command)))
+}
+
+/// A command queued for a hub, and what became of it.
+#[utoipa::path(get, path = "/api/commands/{id}", tag = "slots", params(("id" = String, Path, description = "command id")),
+    security(("bearer" = [])),
+    responses((status = 200, body = CommandStatus), (status = 401, body = super::error::ErrorBody),
+              (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)))]
+pub async fn command(
+    State(state): State<AppState>,
+    actor: Actor,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<CommandStatus>, ApiError> {
+    actor
+        .require(&state, Permission::SlotsRead, "GET /api/commands/{id}")
+        .await?;
+    let command = state.store.command(&actor.scope(), &id).await?;
+    command
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("command"))
 }
 
 /// `POST /api/call/start` body (the seeds' shape).

@@ -25,13 +25,15 @@ use vss_shared::enroll::{
 };
 use vss_shared::sync::version::SUPPORTED;
 use vss_shared::sync::{
-    Close, CloseCode, Command, CommandId, CommandOutcome, ControlMessage, FrameConfig,
-    FrameDecoder, HeartbeatAck, HubMessage, Ingest, OutboxEvent, accept_hello, encode_frame,
+    Close, CloseCode, Command, CommandId, CommandOutcome, ConfigOutcome, ConfigPush,
+    ControlMessage, FrameConfig, FrameDecoder, HeartbeatAck, HubMessage, Ingest, OutboxEvent,
+    accept_hello, encode_frame,
 };
 
 use super::ca::{self, FleetCa};
 use crate::store::audit::{NewAudit, Outcome};
 use crate::store::fleet::Redeemed;
+use crate::store::hub_config::{ConfigSlot, HubAnswer};
 use crate::store::{Store, now_ms};
 
 /// How long a hub has to open its stream and say `Hello`.
@@ -79,6 +81,8 @@ struct Session {
     finished: Arc<std::sync::atomic::AtomicBool>,
     /// Woken when a command is queued for the hub.
     commands: Arc<tokio::sync::Notify>,
+    /// Woken when the hub's desired configuration changes.
+    config: Arc<tokio::sync::Notify>,
 }
 
 /// The fleet endpoint's shared state.
@@ -283,8 +287,19 @@ impl Fleet {
         }
     }
 
+    /// The hub's desired configuration changed: its session (on this
+    /// instance) pushes it now; sessions elsewhere find it within `FLEET_POLL`.
+    pub fn config_changed(&self, hub_id: &str) {
+        if let Ok(sessions) = self.sessions.lock()
+            && let Some(session) = sessions.get(hub_id)
+        {
+            session.config.notify_one();
+        }
+    }
+
     /// Ends the sessions of hubs revoked elsewhere and wakes those with
-    /// commands queued elsewhere: two queries for the whole fleet.
+    /// commands queued or a configuration changed elsewhere: three queries
+    /// for the whole fleet.
     async fn poll_fleet(&self) {
         let connected: Vec<String> = match self.sessions.lock() {
             Ok(sessions) if !sessions.is_empty() => sessions.keys().cloned().collect(),
@@ -301,6 +316,14 @@ impl Fleet {
                 }
             }
             Err(e) => tracing::warn!(error = %e, "fleet poll failed"),
+        }
+        match self.store.hubs_config_pending().await {
+            Ok(pending) => {
+                for hub in pending.iter().filter(|h| self.is_connected(h)) {
+                    self.config_changed(hub);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "fleet poll (configurations) failed"),
         }
     }
 
@@ -511,6 +534,7 @@ impl Fleet {
             done: Arc::new(tokio::sync::Notify::new()),
             finished: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             commands: Arc::new(tokio::sync::Notify::new()),
+            config: Arc::new(tokio::sync::Notify::new()),
         };
         let previous = self.sessions.lock().ok().and_then(|mut sessions| {
             sessions.insert(
@@ -522,6 +546,7 @@ impl Fleet {
                     done: session.done.clone(),
                     finished: session.finished.clone(),
                     commands: session.commands.clone(),
+                    config: session.config.clone(),
                 },
             )
         });
@@ -703,6 +728,16 @@ impl Fleet {
         // again; the hub's ledger answers a repeat with the stored result).
         let mut delivered = std::collections::HashSet::new();
         self.deliver_commands(send, hub_id, &mut delivered).await?;
+        // The newest revision handed to this connection; the hub's Hello says
+        // which one it runs, so a revision it applied is not pushed again.
+        if let Some(running) = hello.config_revision {
+            self.store
+                .hub_config_answer(hub_id, running, HubAnswer::Applied)
+                .await
+                .map_err(store_failed)?;
+        }
+        let mut pushed = hello.config_revision;
+        self.deliver_config(send, hub_id, &mut pushed).await?;
         loop {
             // Consecutive batches are committed in one transaction: fewer
             // commits (and fsyncs) when the hub has several batches in flight.
@@ -740,6 +775,9 @@ impl Fleet {
                 }
                 () = session.commands.notified() => {
                     self.deliver_commands(send, hub_id, &mut delivered).await?;
+                }
+                () = session.config.notified() => {
+                    self.deliver_config(send, hub_id, &mut pushed).await?;
                 }
                 () = async { let _ = connection.closed().await; } => return Ok(()),
             }
@@ -779,10 +817,31 @@ impl Fleet {
                     .map_err(|e| Close::new(CloseCode::Normal, e))?;
             }
             HubMessage::ConfigApplied(applied) => {
-                self.store
-                    .hub_applied_revision(hub_id, applied.revision)
+                // Authorised by the session: only this hub's row is touched.
+                let answer = match &applied.outcome {
+                    ConfigOutcome::Applied => HubAnswer::Applied,
+                    ConfigOutcome::Rejected(why) => HubAnswer::Rejected(why),
+                };
+                let recorded = self
+                    .store
+                    .hub_config_answer(hub_id, applied.revision, answer)
                     .await
                     .map_err(store_failed)?;
+                match (&applied.outcome, recorded) {
+                    (_, false) => tracing::info!(
+                        hub_id,
+                        revision = applied.revision,
+                        "stale configuration report ignored"
+                    ),
+                    (ConfigOutcome::Applied, true) => tracing::info!(
+                        hub_id,
+                        revision = applied.revision,
+                        "hub applied its configuration"
+                    ),
+                    (ConfigOutcome::Rejected(why), true) => {
+                        tracing::warn!(hub_id, revision = applied.revision, reason = %why, "hub rejected its configuration")
+                    }
+                }
             }
             HubMessage::CommandResult(result) => {
                 let (status, detail) = match &result.outcome {
@@ -878,6 +937,43 @@ impl Fleet {
         Ok(())
     }
 
+    /// Pushes the hub's desired configuration when it is newer than what the
+    /// hub runs and than what this connection already pushed.
+    async fn deliver_config(
+        &self,
+        send: &mut quinn::SendStream,
+        hub_id: &str,
+        pushed: &mut Option<u64>,
+    ) -> Result<(), Close> {
+        let desired = self.store.desired_config(hub_id).await.map_err(|e| {
+            Close::new(
+                CloseCode::Normal,
+                format!("control plane store failed: {e}"),
+            )
+        })?;
+        let Some((revision, slots)) = desired else {
+            return Ok(());
+        };
+        if pushed.is_some_and(|p| p >= revision) {
+            return Ok(());
+        }
+        let document = config_document(&slots);
+        write(
+            send,
+            &ControlMessage::ConfigPush(ConfigPush { revision, document }),
+        )
+        .await
+        .map_err(|e| Close::new(CloseCode::Normal, e))?;
+        tracing::info!(
+            hub_id,
+            revision,
+            slots = slots.len(),
+            "configuration pushed"
+        );
+        *pushed = Some(revision);
+        Ok(())
+    }
+
     /// Sends the hub's pending commands not yet handed to this connection.
     async fn deliver_commands(
         &self,
@@ -916,6 +1012,28 @@ impl Fleet {
         }
         Ok(())
     }
+}
+
+/// The document of a `ConfigPush`: `{"slots":[…]}`, each slot in the shape
+/// of hubd's `[[slots]]` entries plus its `sip_password`.
+fn config_document(slots: &[ConfigSlot]) -> Vec<u8> {
+    let slots: Vec<serde_json::Value> = slots
+        .iter()
+        .map(|s| {
+            serde_json::json!({
+                "id": s.hub_slot_id,
+                "name": s.name,
+                "kind": s.kind,
+                "sip_number": s.sip_number,
+                "sip_password": s.sip_password,
+                "enabled": s.enabled,
+                "driver": s.driver,
+            })
+        })
+        .collect();
+    serde_json::json!({ "slots": slots })
+        .to_string()
+        .into_bytes()
 }
 
 async fn write(send: &mut quinn::SendStream, message: &ControlMessage) -> Result<(), String> {

@@ -11,12 +11,20 @@ const SQLITE: &[(i64, &str)] = &[
         2,
         include_str!("../../migrations/sqlite/0002_fleet_sync.sql"),
     ),
+    (
+        3,
+        include_str!("../../migrations/sqlite/0003_hub_config.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_init.sql")),
     (
         2,
         include_str!("../../migrations/postgres/0002_fleet_sync.sql"),
+    ),
+    (
+        3,
+        include_str!("../../migrations/postgres/0003_hub_config.sql"),
     ),
 ];
 

@@ -19,6 +19,7 @@ pub mod page;
 pub mod audit;
 pub mod centres;
 pub mod fleet;
+pub mod hub_config;
 pub mod hubs;
 pub mod ingest;
 pub mod slots;

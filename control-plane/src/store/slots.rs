@@ -293,3 +293,66 @@ impl Store {
         Ok(id)
     }
 }
+
+/// A command and what became of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct CommandStatus {
+    /// Id.
+    pub id: String,
+    /// The hub that runs it.
+    pub hub_id: String,
+    /// The slot it concerns (the control plane's id), if any.
+    pub slot_id: Option<i64>,
+    /// `restart_slot`, `start_call`, …
+    pub kind: String,
+    /// `queued` (waiting for its hub), `sent` (handed to the hub's session),
+    /// `done`, `failed`, `expired` (its TTL passed before the hub ran it) or
+    /// `unknown` (interrupted by a hub restart; never run again).
+    pub status: String,
+    /// The hub's failure reason, or why it expired or is unknown.
+    pub result: Option<String>,
+    /// When it was queued, ms.
+    pub created_at_ms: i64,
+    /// When it was handed to the hub's session, ms.
+    pub sent_at_ms: Option<i64>,
+    /// When its outcome was recorded, ms.
+    pub finished_at_ms: Option<i64>,
+    /// After this instant it is not started, ms.
+    pub expires_at_ms: i64,
+}
+
+impl Store {
+    /// The command with this id within `scope`.
+    pub async fn command(
+        &self,
+        scope: &Scope,
+        id: &str,
+    ) -> Result<Option<CommandStatus>, StoreError> {
+        on_pool!(self.pool(), |p| {
+            let row = sqlx::query(
+                "SELECT id, hub_id, slot_id, kind, status, result, created_at_ms, sent_at_ms,
+                        finished_at_ms, expires_at_ms
+                 FROM hub_commands WHERE id = $1 AND ($2 IS NULL OR centre_id = $2)",
+            )
+            .bind(id)
+            .bind(scope.centre())
+            .fetch_optional(p)
+            .await?;
+            let Some(row) = row else {
+                return Ok(None);
+            };
+            Ok(Some(CommandStatus {
+                id: row.try_get(0)?,
+                hub_id: row.try_get(1)?,
+                slot_id: row.try_get(2)?,
+                kind: row.try_get(3)?,
+                status: row.try_get(4)?,
+                result: row.try_get(5)?,
+                created_at_ms: row.try_get(6)?,
+                sent_at_ms: row.try_get(7)?,
+                finished_at_ms: row.try_get(8)?,
+                expires_at_ms: row.try_get(9)?,
+            }))
+        })
+    }
+}

@@ -35,6 +35,8 @@ pub struct ApiState {
     pub readiness: Arc<Readiness>,
     /// The sync session's state, when the hub is enrolled.
     pub sync: Option<Arc<crate::sync::client::SyncStatus>>,
+    /// The configuration revision the hub runs.
+    pub config: Arc<crate::sync::config::ConfigStatus>,
 }
 
 /// The API's routes.
@@ -44,6 +46,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
+        .route("/api/config", get(config))
         .route("/api/slots", get(list_slots))
         .route("/api/slots/{id}", get(get_slot))
         .route("/api/slots/{id}/restart", post(restart_slot))
@@ -102,6 +105,13 @@ async fn health(State(state): State<ApiState>) -> Response {
         "pending": pending,
         "slots": slots,
         "outbox_depth": state.metrics.outbox_depth.load(std::sync::atomic::Ordering::Relaxed),
+        "config": {
+            "revision": state.config.revision(),
+            "last_rejected": state.config.last_rejected().map(|(revision, reason)| json!({
+                "revision": revision,
+                "reason": reason,
+            })),
+        },
         "sync": state.sync.as_ref().map_or_else(
             || json!({ "enrolled": false }),
             |sync| json!({
@@ -149,6 +159,12 @@ async fn metrics(State(state): State<ApiState>) -> Response {
             "hubd_slot_restarts_total{{slot=\"{id}\",reason=\"operator\"}} {operator}\n"
         ));
     }
+    gauge(
+        &mut out,
+        "hubd_config_revision",
+        "The configuration revision the control plane pushed that the hub runs; 0 while it runs its file's slots.",
+        state.config.revision().unwrap_or(0),
+    );
     let ready = u64::from(state.readiness.is_ready());
     gauge(
         &mut out,
@@ -186,6 +202,38 @@ async fn metrics(State(state): State<ApiState>) -> Response {
         .into_response()
 }
 
+/// The configuration the hub runs: its revision (or the file's slots) and
+/// its slots; SIP passwords are never shown, only whether one is set.
+async fn config(State(state): State<ApiState>) -> Response {
+    let slots: Vec<serde_json::Value> = state
+        .registry
+        .iter()
+        .map(|cell| {
+            let config = &cell.config;
+            json!({
+                "id": config.id,
+                "name": config.display_name(),
+                "kind": config.kind,
+                "sip_number": cell.sip_number,
+                "sip_password_set": state.registry.sip_password(config.id).is_some(),
+                "enabled": config.enabled,
+                "driver": config.driver,
+            })
+        })
+        .collect();
+    let revision = state.config.revision();
+    Json(json!({
+        "revision": revision,
+        "source": if revision.is_some() { "control_plane" } else { "file" },
+        "last_rejected": state.config.last_rejected().map(|(revision, reason)| json!({
+            "revision": revision,
+            "reason": reason,
+        })),
+        "slots": slots,
+    }))
+    .into_response()
+}
+
 async fn list_slots(State(state): State<ApiState>) -> Response {
     let slots: Vec<_> = state.registry.iter().map(|c| c.view()).collect();
     Json(slots).into_response()
@@ -195,7 +243,7 @@ fn find(state: &ApiState, raw: &str) -> Result<Arc<SlotCell>, ApiError> {
     let id: SlotId = raw.parse().map_err(|e: vss_shared::IdError| {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_slot_id", e.to_string())
     })?;
-    state.registry.get(id).cloned().ok_or_else(|| {
+    state.registry.get(id).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "slot_not_found",

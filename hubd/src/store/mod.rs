@@ -16,6 +16,7 @@
 //! - An existing database file is never recreated, truncated or overwritten:
 //!   a corrupt, locked, too-new or unwritable store is an error at start.
 
+pub mod desired;
 mod migrations;
 mod open;
 mod reader;

@@ -7,7 +7,9 @@
 //! `OutboxSender`'s window) and acks in. An ack is written to the store
 //! (`Write::Ack`) before anything relies on it, and acknowledged rows are
 //! pruned in the background. Any error ends the connection; the task waits
-//! a jittered, growing delay (1–30 s) and connects again. Losing the control
+//! a jittered, growing delay (1–30 s) and connects again. `Hello` names the
+//! configuration revision the hub runs; a `ConfigPush` is applied (see
+//! `sync::config`) and answered with `ConfigApplied`. Losing the control
 //! plane never stops the hub: slots, CDRs and the outbox go on locally.
 
 use std::path::PathBuf;
@@ -24,6 +26,7 @@ use vss_shared::sync::{
 };
 
 use super::commands::Executor;
+use super::config::ConfigApplier;
 use super::identity::Identity;
 use super::{SyncError, client_endpoint, resolve, split_host, tls};
 use crate::store::{StoreHandle, StoreReader, Write};
@@ -70,12 +73,13 @@ pub fn spawn(
     store: StoreHandle,
     db_path: PathBuf,
     registry: Arc<Registry>,
+    config: Option<Arc<ConfigApplier>>,
     status: Arc<SyncStatus>,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     // Every line the session logs carries the hub id.
     let span = tracing::info_span!("sync", hub_id = %identity.enrollment.hub_id);
-    tokio::spawn(run(identity, store, db_path, registry, status, shutdown).instrument(span))
+    tokio::spawn(run(identity, store, db_path, registry, config, status, shutdown).instrument(span))
 }
 
 async fn run(
@@ -83,6 +87,7 @@ async fn run(
     store: StoreHandle,
     db_path: PathBuf,
     registry: Arc<Registry>,
+    config: Option<Arc<ConfigApplier>>,
     status: Arc<SyncStatus>,
     shutdown: CancellationToken,
 ) {
@@ -115,7 +120,7 @@ async fn run(
     loop {
         let started = Instant::now();
         let outcome = tokio::select! {
-            outcome = session(&identity, &store, &db_path, &status, &mut sender, &mut executor, &mut unsent, &shutdown) => outcome,
+            outcome = session(&identity, &store, &db_path, &status, config.as_deref(), &mut sender, &mut executor, &mut unsent, &shutdown) => outcome,
             () = shutdown.cancelled() => Ok(()),
         };
         sender.disconnected();
@@ -210,6 +215,7 @@ async fn session(
     store: &StoreHandle,
     db_path: &std::path::Path,
     status: &SyncStatus,
+    applier: Option<&ConfigApplier>,
     sender: &mut OutboxSender,
     executor: &mut Executor,
     unsent: &mut Vec<CommandResult>,
@@ -257,7 +263,7 @@ async fn session(
             hub_id: identity.enrollment.hub_id.clone(),
             versions: SUPPORTED,
             software_version: env!("CARGO_PKG_VERSION").into(),
-            config_revision: None,
+            config_revision: applier.and_then(ConfigApplier::revision),
             outbox,
         }),
     )
@@ -312,12 +318,17 @@ async fn session(
                         _ => Err(SyncError::Protocol(why)),
                     };
                 }
-                ControlMessage::ConfigPush(push) => {
-                    tracing::warn!(
+                ControlMessage::ConfigPush(push) => match applier {
+                    Some(applier) => {
+                        let applied = applier.apply(&push).await;
+                        send(&mut out, &HubMessage::ConfigApplied(applied)).await?;
+                    }
+                    // A tool process (outbox-load) runs no slots: left for the hub.
+                    None => tracing::info!(
                         revision = push.revision,
-                        "config push received; applying pushed config is not implemented yet"
-                    );
-                }
+                        "configuration push ignored: this process runs no slots"
+                    ),
+                },
                 ControlMessage::Command(command) => {
                     if let Some(result) = executor.handle(&command, crate::store::now_ms()).await? {
                         send(&mut out, &HubMessage::CommandResult(result)).await?;

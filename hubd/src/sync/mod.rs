@@ -10,6 +10,8 @@
 //!   reconnects with backoff. The hub keeps working without it.
 //! - [`commands`]: control-plane commands carried out at most once (the
 //!   ledger persisted in the store before acting).
+//! - [`config`]: pushed configuration revisions, checked by hubd's rules,
+//!   stored in one transaction, then applied to the running slots.
 //! - `tls`: rustls configurations (the pinned-CA verifier for enrollment).
 //!
 //! It must never mark an outbox row acknowledged that the control plane did
@@ -17,6 +19,7 @@
 
 pub mod client;
 pub mod commands;
+pub mod config;
 pub mod enroll;
 pub mod identity;
 mod tls;

@@ -229,7 +229,9 @@ pub struct Ack {
 pub struct ConfigPush {
     /// The revision number; higher is newer.
     pub revision: u64,
-    /// The document (its format is the configuration module's business).
+    /// The document (its format is the configuration module's business; the
+    /// control plane sends JSON `{"slots":[…]}`, each slot a hubd `[[slots]]`
+    /// entry plus its `sip_password`).
     pub document: Vec<u8>,
 }
 
