@@ -310,6 +310,20 @@ fn eight_modems_bind_by_imei_call_both_ways_sms_and_ussd() {
         .incoming_call("+74951112233")
         .expect("call rings");
     h.wait_state(3, &["CALLING"], Duration::from_secs(10));
+    // The operator answers it; audio flows; DTMF reaches the network.
+    let (status, body) = post_json(h.api, "/api/slots/3/answer", &json!({}));
+    assert_eq!(status, 200, "{body}");
+    h.wait_state(3, &["ACTIVE_CALL"], Duration::from_secs(10));
+    wait_for(
+        "audio frames to the answered call",
+        Duration::from_secs(10),
+        || (h.modems[2].stats().voice_bytes_in >= 10 * 320).then_some(()),
+    );
+    let (status, body) = post_json(h.api, "/api/slots/3/dtmf", &json!({ "digits": "12#" }));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(h.modems[2].log().dtmf, "12#");
+    let (status, _) = post_json(h.api, "/api/slots/3/dtmf", &json!({ "digits": "9x" }));
+    assert_eq!(status, 502, "a digit DTMF cannot carry is refused");
     assert!(h.modems[2].remote_hangup(), "the caller hangs up");
     let inbound = wait_for("the incoming call's CDR", Duration::from_secs(10), || {
         h.cdrs()
@@ -317,6 +331,9 @@ fn eight_modems_bind_by_imei_call_both_ways_sms_and_ussd() {
             .find(|c| c["slot_id"] == 3 && c["direction"] == "inbound")
     });
     assert_eq!(inbound["remote_number"], "+74951112233");
+    assert!(inbound["answered_at_ms"].is_i64(), "answered: {inbound}");
+    let (status, _) = post_json(h.api, "/api/slots/3/answer", &json!({}));
+    assert_eq!(status, 409, "nothing rings any more");
 
     // SMS in: Cyrillic text in UCS-2 becomes an outbox event.
     let text_in = "Привет! Ваш код: 4711";

@@ -130,6 +130,40 @@ pub async fn dial(State(state): State<ApiState>, Path(id): Path<String>, body: B
     }
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DtmfBody {
+    digits: String,
+}
+
+/// `POST /api/slots/{id}/answer` → 200 once the device answered the ringing call.
+pub async fn answer(State(state): State<ApiState>, Path(id): Path<String>) -> Response {
+    match ask(&state, &id, |reply| SlotCommand::Answer { reply }).await {
+        Ok(()) => (StatusCode::OK, Json(json!({ "answer": "done" }))).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `POST /api/slots/{id}/dtmf` `{"digits": "12#"}` → 200 once sent.
+pub async fn dtmf(State(state): State<ApiState>, Path(id): Path<String>, body: Bytes) -> Response {
+    let result = async {
+        let DtmfBody { digits } = parse(&body)?;
+        if digits.is_empty() || digits.len() > 64 {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request",
+                "digits must be 1 to 64 of 0-9, *, #, A-D",
+            ));
+        }
+        ask(&state, &id, |reply| SlotCommand::Dtmf { digits, reply }).await
+    }
+    .await;
+    match result {
+        Ok(()) => (StatusCode::OK, Json(json!({ "dtmf": "sent" }))).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
 /// `POST /api/slots/{id}/hangup` → 202 once the device hung up.
 pub async fn hang_up(State(state): State<ApiState>, Path(id): Path<String>) -> Response {
     match ask(&state, &id, |reply| SlotCommand::HangUp { reply }).await {

@@ -52,6 +52,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/slots/{id}/restart", post(restart_slot))
         .route("/api/slots/{id}/dial", post(calls::dial))
         .route("/api/slots/{id}/hangup", post(calls::hang_up))
+        .route("/api/slots/{id}/answer", post(calls::answer))
+        .route("/api/slots/{id}/dtmf", post(calls::dtmf))
         .route("/api/slots/{id}/sms", post(calls::send_sms))
         .route("/api/slots/{id}/ussd", post(calls::ussd))
         .fallback(|| async {

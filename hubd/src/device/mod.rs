@@ -112,6 +112,21 @@ pub trait Device: Send {
     async fn dial(&mut self, number: &str) -> Result<(), DeviceError>;
     /// Hangs up the current call, if any.
     async fn hang_up(&mut self) -> Result<(), DeviceError>;
+    /// Answers the ringing incoming call.
+    async fn answer(&mut self) -> Result<(), DeviceError> {
+        Err(DeviceError::Failed {
+            operation: "answer",
+            message: "this device does not answer calls".into(),
+        })
+    }
+    /// Sends DTMF `digits` (0-9, *, #, A-D) in the answered call.
+    async fn send_dtmf(&mut self, digits: &str) -> Result<(), DeviceError> {
+        let _ = digits;
+        Err(DeviceError::Failed {
+            operation: "dtmf",
+            message: "this device does not send DTMF".into(),
+        })
+    }
     /// Closes the device. Idempotent; never fails (problems are logged).
     async fn release(&mut self);
     /// The device as a GSM modem, for SMS and USSD; `None` for other kinds.

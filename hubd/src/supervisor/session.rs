@@ -211,6 +211,31 @@ impl Session<'_> {
                     }
                 }
             }
+            SlotCommand::Answer { reply } => {
+                if state != SlotState::Calling {
+                    let _ = reply.send(Err(not_now("there is no ringing call to answer")));
+                    return Ok(None);
+                }
+                let result = match tokio::time::timeout(timeout, self.device.answer()).await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(SlotRefusal::Device(e.to_string())),
+                    Err(_) => Err(SlotRefusal::Device("answer timed out".into())),
+                };
+                let _ = reply.send(result);
+            }
+            SlotCommand::Dtmf { digits, reply } => {
+                if state != SlotState::ActiveCall {
+                    let _ = reply.send(Err(not_now("DTMF needs an answered call")));
+                    return Ok(None);
+                }
+                let result =
+                    match tokio::time::timeout(timeout, self.device.send_dtmf(&digits)).await {
+                        Ok(Ok(())) => Ok(()),
+                        Ok(Err(e)) => Err(SlotRefusal::Device(e.to_string())),
+                        Err(_) => Err(SlotRefusal::Device("DTMF timed out".into())),
+                    };
+                let _ = reply.send(result);
+            }
             SlotCommand::HangUp { reply } => {
                 if !matches!(state, SlotState::Calling | SlotState::ActiveCall) {
                     let _ = reply.send(Err(not_now("there is no call to hang up")));

@@ -58,6 +58,18 @@ pub enum SlotCommand {
         /// Where the answer goes.
         reply: SlotReply<String>,
     },
+    /// Answer the slot's ringing incoming call.
+    Answer {
+        /// Where the answer goes.
+        reply: SlotReply<()>,
+    },
+    /// Send DTMF digits in the slot's answered call.
+    Dtmf {
+        /// The digits (0-9, *, #, A-D).
+        digits: String,
+        /// Where the answer goes.
+        reply: SlotReply<()>,
+    },
     /// Hang up the slot's current call.
     HangUp {
         /// Where the answer goes.

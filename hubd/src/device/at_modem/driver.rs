@@ -47,7 +47,7 @@ use super::directory::{ModemClaim, ModemDirectory};
 use super::engine::EngineConfig;
 use super::link::{Link, LinkError, Reply};
 use super::pdu::{deliver, submit};
-use super::profile::{DialNumber, ModemProfile};
+use super::profile::{DialNumber, DtmfDigit, ModemProfile};
 use super::recovery::{RecoveryAction, RecoveryLadder, RecoveryStep};
 use super::replies::{self, SimStatus, UssdStatus};
 use super::urc::{CallResult, Urc};
@@ -141,6 +141,8 @@ enum Request {
     Ping(Reply1<()>),
     Dial(String, Reply1<()>),
     HangUp(Reply1<()>),
+    Answer(Reply1<()>),
+    Dtmf(String, Reply1<()>),
     Sms {
         to: String,
         text: String,
@@ -341,6 +343,15 @@ impl Device for AtModemDevice {
             return Ok(());
         }
         self.ask("hang up", Request::HangUp).await
+    }
+
+    async fn answer(&mut self) -> Result<(), DeviceError> {
+        self.ask("answer", Request::Answer).await
+    }
+
+    async fn send_dtmf(&mut self, digits: &str) -> Result<(), DeviceError> {
+        let digits = digits.to_owned();
+        self.ask("dtmf", |reply| Request::Dtmf(digits, reply)).await
     }
 
     async fn release(&mut self) {
@@ -665,6 +676,86 @@ impl ModemTask {
                         return Err(link);
                     }
                 }
+            }
+            Request::Answer(reply) => {
+                let ringing = self
+                    .call
+                    .as_ref()
+                    .is_some_and(|c| c.direction == CallDir::In && !c.answered);
+                if !ringing {
+                    let _ = reply.send(Err(DeviceError::Failed {
+                        operation: "answer",
+                        message: "no incoming call is ringing".into(),
+                    }));
+                    return Ok(());
+                }
+                for command in self.profile.answer_sequence() {
+                    let text = command.text().to_owned();
+                    match self.link.exchange(command).await {
+                        Ok(r) if r.is_ok() || text != "ATA" => {}
+                        Ok(r) => {
+                            let _ = reply.send(Err(DeviceError::Failed {
+                                operation: "answer",
+                                message: format!("the modem refused ATA: {:?}", r.result),
+                            }));
+                            return Ok(());
+                        }
+                        Err(e) => {
+                            let _ = reply
+                                .send(Err(link_error("answer", LinkError::Gone(e.to_string()))));
+                            return Err(e);
+                        }
+                    }
+                }
+                // Huawei confirms with ^CONN; others only with ATA's OK.
+                if let Some(call) = self.call.as_mut()
+                    && !call.answered
+                {
+                    call.answered = true;
+                    self.emit(DeviceEvent::CallAnswered).await;
+                }
+                self.start_voice();
+                let _ = reply.send(Ok(()));
+            }
+            Request::Dtmf(digits, reply) => {
+                let answered = self.call.as_ref().is_some_and(|c| c.answered);
+                let index = self.calls.calls().next().map_or(1, |c| c.index);
+                let parsed: Result<Vec<DtmfDigit>, _> =
+                    digits.chars().map(DtmfDigit::new).collect();
+                let result = match (answered, parsed) {
+                    (false, _) => Err(DeviceError::Failed {
+                        operation: "dtmf",
+                        message: "DTMF needs an answered call".into(),
+                    }),
+                    (true, Err(e)) => Err(DeviceError::Failed {
+                        operation: "dtmf",
+                        message: e.to_string(),
+                    }),
+                    (true, Ok(parsed)) => {
+                        let mut result = Ok(());
+                        for digit in parsed {
+                            match self.link.expect_ok(self.profile.dtmf(index, digit)).await {
+                                Ok(_) => {}
+                                Err(LinkError::Abandoned { reason, .. }) => {
+                                    result = Err(DeviceError::Failed {
+                                        operation: "dtmf",
+                                        message: reason,
+                                    });
+                                    break;
+                                }
+                                Err(e) => {
+                                    let _ = reply.send(Err(link_error(
+                                        "dtmf",
+                                        LinkError::Gone(e.to_string()),
+                                    )));
+                                    return Err(e);
+                                }
+                            }
+                        }
+                        result
+                    }
+                };
+                let _ = reply.send(result);
             }
             Request::HangUp(reply) => {
                 let index = self.calls.calls().next().map(|c| c.index);
@@ -1326,6 +1417,9 @@ fn refuse_while_recovering(request: Request) {
         }
         Request::HangUp(reply) => {
             let _ = reply.send(Ok(()));
+        }
+        Request::Answer(reply) | Request::Dtmf(_, reply) => {
+            let _ = reply.send(Err(busy()));
         }
         Request::Sms { reply, .. } => {
             let _ = reply.send(Err(busy()));
