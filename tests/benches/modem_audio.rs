@@ -18,7 +18,6 @@
 //! ```
 
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -139,17 +138,7 @@ fn run(window: Duration) -> Result<(), String> {
     }
     let config = dir.path().join("hubd.toml");
     std::fs::write(&config, toml).map_err(|e| e.to_string())?;
-    let config = config.to_str().ok_or("non-UTF-8 temp path")?.to_owned();
-    let mut hub = HubProcess::spawn_with_stderr(&["run", "--config", &config], Stdio::inherit());
-    let line = hub.next_line_matching("the API line", Duration::from_secs(30), |l| {
-        l.contains("local API on http://")
-    });
-    let api: SocketAddr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .and_then(|a| a.parse().ok())
-        .ok_or_else(|| format!("no API address in {line:?}"))?;
+    let (hub, api) = HubProcess::run_config(&config);
     wait_for("every slot READY", Duration::from_secs(90), || {
         let slots = get_json(api, "/api/slots");
         let slots = slots.as_array()?;

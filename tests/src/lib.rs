@@ -121,19 +121,33 @@ impl HubProcess {
         let mut args = vec!["demo", "--api", "127.0.0.1:0", "--data-dir", dir];
         args.extend_from_slice(extra);
         let mut hub = HubProcess::spawn_with_stderr(&args, stderr);
-        let line = hub.next_line_matching("the demo banner", Duration::from_secs(30), |l| {
-            l.contains("/api/slots")
-        });
-        let addr = line
-            .split("http://")
-            .nth(1)
-            .and_then(|rest| rest.split('/').next())
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("no API address in {line:?}"));
+        let addr = hub.api_addr();
         wait_for("hubd to be ready", Duration::from_secs(30), || {
             (get(addr, "/health/ready").0 == 200).then_some(())
         });
         (hub, addr)
+    }
+
+    /// Starts `hubd run --config config` (whose `api.listen` may be port 0)
+    /// and returns it with the API address it printed; it may not be ready yet.
+    pub fn run_config(config: &Path) -> (HubProcess, SocketAddr) {
+        let config = config.to_str().expect("utf-8 config path");
+        let mut hub = HubProcess::spawn(&["run", "--config", config]);
+        let addr = hub.api_addr();
+        (hub, addr)
+    }
+
+    /// Waits for the line with the local API's URL (`http://ADDR/api/slots`,
+    /// printed by `run` and `demo`) and returns ADDR.
+    pub fn api_addr(&mut self) -> SocketAddr {
+        let line = self.next_line_matching("the API URL", Duration::from_secs(30), |l| {
+            l.contains("/api/slots")
+        });
+        line.split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no API address in {line:?}"))
     }
 
     /// The next stdout line for which `matches` holds.

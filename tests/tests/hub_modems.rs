@@ -10,7 +10,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -117,19 +116,7 @@ driver = {{ type = "at_modem", imei = "{imei}" {extra} }}
         }
         let config = dir.path().join("hubd.toml");
         std::fs::write(&config, toml).expect("config written");
-        let mut hub = HubProcess::spawn_with_stderr(
-            &["run", "--config", config.to_str().expect("utf-8 path")],
-            Stdio::inherit(),
-        );
-        let line = hub.next_line_matching("the API line", Duration::from_secs(30), |l| {
-            l.contains("local API on http://")
-        });
-        let api = line
-            .split("http://")
-            .nth(1)
-            .and_then(|rest| rest.split('/').next())
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("no API address in {line:?}"));
+        let (hub, api) = HubProcess::run_config(&config);
         ModemHub {
             modems,
             tty_dir,
