@@ -16,9 +16,11 @@
 //! - An existing database file is never recreated, truncated or overwritten:
 //!   a corrupt, locked, too-new or unwritable store is an error at start.
 
+mod answer;
 pub mod desired;
 mod migrations;
 mod open;
+mod queue;
 mod reader;
 mod writer;
 

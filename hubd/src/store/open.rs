@@ -93,7 +93,7 @@ impl Store {
 
     /// Commits everything queued so far, stops the writer and releases the lock.
     pub async fn close(mut self) {
-        self.handle.stop().await;
+        self.handle.stop();
         if let Some(writer) = self.writer.take() {
             let joined = tokio::task::spawn_blocking(move || writer.join()).await;
             if !matches!(joined, Ok(Ok(()))) {

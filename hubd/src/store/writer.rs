@@ -1,22 +1,26 @@
 //! The single writer: a dedicated thread that owns the read-write connection
 //! and commits queued writes in batches (group commit).
 //!
-//! Callers encode their payloads before queueing, so the thread only runs SQL.
-//! A batch that fails is retried write by write, so one bad write never takes
-//! the others down with it. The writer never panics on a failed write: the
-//! caller gets the error and the next batch is tried afresh.
+//! Callers encode their payloads before queueing, so the thread only runs SQL;
+//! batches are formed as writes are queued ([`super::queue`]) and taken with
+//! one lock; a second thread answers each batch's callers at once
+//! ([`super::answer`]) and frees their writes.
+//! A batch that fails is retried write by write (a `write_many` as one unit),
+//! so one bad write never takes the others down with it. The writer never
+//! panics on a failed write: the caller gets the error and the next batch is
+//! tried afresh. A write is answered `Ok` only after its transaction commits.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
 
 use rusqlite::{Connection, Transaction, params};
-use tokio::sync::{mpsc, oneshot};
 use vss_shared::events::{AlertRecord, CdrRecord, OutboxKind, SlotTransitionRecord};
 use vss_shared::{SipNumber, SlotId, SlotKind};
 
+use super::answer::{Answer, Results};
 use super::open::classify;
+use super::queue::{Batch, Queue, Refused, Ticket};
 use super::{StoreError, now_ms};
 use crate::metrics::Metrics;
 
@@ -102,57 +106,101 @@ pub struct Receipt {
     pub seq: Option<u64>,
 }
 
-/// A write with its payload already encoded.
+/// A write with its payload already encoded. Kept small (the large records
+/// are boxed): the writer reads a batch's worth of these, written by callers
+/// on other cores.
 #[derive(Debug)]
 enum Op {
     UpsertSlots(Vec<SlotRow>),
-    Transition(SlotTransitionRecord, String),
-    Cdr(CdrRecord, String),
+    Transition(Box<SlotTransitionRecord>, String),
+    Cdr(Box<CdrRecord>, String),
     Outbox(&'static str, String),
     RawOutbox(String, String),
     Ack(u64),
     PruneAcked,
     Setting(String, String),
-    CommandStarted(String, String, i64, Option<(String, Option<String>)>),
-    CommandFinished(String, String, Option<String>),
+    CommandStarted(Box<CommandStarted>),
+    CommandFinished(Box<(String, String, Option<String>)>),
 }
 
+/// Id, kind, expiry and outcome of [`Write::CommandStarted`].
+type CommandStarted = (String, String, i64, Option<(String, Option<String>)>);
+
+/// A queued unit: one write, or several that commit together or not at all.
 #[derive(Debug)]
 enum Job {
-    Write {
-        op: Op,
-        queued: Instant,
-        reply: oneshot::Sender<Result<Receipt, StoreError>>,
-    },
-    Stop,
+    One(Op),
+    Many(Vec<Op>),
 }
+
+impl Job {
+    fn ops(&self) -> &[Op] {
+        match self {
+            Job::One(op) => std::slice::from_ref(op),
+            Job::Many(ops) => ops,
+        }
+    }
+}
+
+type WriteQueue = Queue<Job, Answer>;
 
 /// Queues writes for the writer thread. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct StoreHandle {
-    tx: mpsc::Sender<Job>,
+    queue: Arc<WriteQueue>,
 }
 
 impl StoreHandle {
     /// Queues `write` and waits until it is committed (or failed).
     pub async fn write(&self, write: Write) -> Result<Receipt, StoreError> {
-        let op = encode(write)?;
-        let (reply, answer) = oneshot::channel();
-        let job = Job::Write {
-            op,
-            queued: Instant::now(),
-            reply,
-        };
-        self.tx
-            .send(job)
+        let ticket = self.submit(Job::One(encode(write)?), 1).await?;
+        ticket
+            .shared
+            .wait(ticket.index, |result| {
+                result.and_then(|receipts| receipts.first().copied().ok_or(StoreError::WriterGone))
+            })
             .await
-            .map_err(|_| StoreError::WriterGone)?;
-        answer.await.map_err(|_| StoreError::WriterGone)?
     }
 
-    /// Asks the writer to commit what is queued and stop.
-    pub(super) async fn stop(&self) {
-        let _ = self.tx.send(Job::Stop).await;
+    /// Queues `writes` as one unit and waits until all of them are committed,
+    /// in order and in one transaction, or none is: on error nothing of them
+    /// is kept. The receipts are in the order of `writes`; outbox appends get
+    /// consecutive sequence numbers. A caller with many events to store pays
+    /// one queueing and one wake-up for all of them.
+    pub async fn write_many(&self, writes: Vec<Write>) -> Result<Vec<Receipt>, StoreError> {
+        if writes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ops = writes
+            .into_iter()
+            .map(encode)
+            .collect::<Result<Vec<_>, _>>()?;
+        let weight = ops.len();
+        let ticket = self.submit(Job::Many(ops), weight).await?;
+        ticket
+            .shared
+            .wait(ticket.index, |result| result.map(<[Receipt]>::to_vec))
+            .await
+    }
+
+    /// Queues `job`. Waiting for room is rare (the queue holds
+    /// `QUEUE_DEPTH` writes), so that future is boxed: every caller's
+    /// future stays small, and so do the many waiting callers' tasks.
+    async fn submit(&self, job: Job, weight: usize) -> Result<Ticket<Answer>, StoreError> {
+        let job = match self.queue.try_push(job, weight, false) {
+            Ok(ticket) => return Ok(ticket),
+            Err(Refused::Closed(_)) => return Err(StoreError::WriterGone),
+            Err(Refused::Full(job)) => job,
+        };
+        Box::pin(self.queue.push(job, weight))
+            .await
+            .map_err(|_| StoreError::WriterGone)
+    }
+
+    /// Asks the writer to commit what is queued and stop; later writes are
+    /// refused with [`StoreError::WriterGone`].
+    pub(super) fn stop(&self) {
+        self.queue.close();
     }
 }
 
@@ -161,11 +209,11 @@ fn encode(write: Write) -> Result<Op, StoreError> {
         Write::UpsertSlots(rows) => Op::UpsertSlots(rows),
         Write::Transition(record) => {
             let payload = serde_json::to_string(&record)?;
-            Op::Transition(record, payload)
+            Op::Transition(Box::new(record), payload)
         }
         Write::Cdr(record) => {
             let payload = serde_json::to_string(&record)?;
-            Op::Cdr(record, payload)
+            Op::Cdr(Box::new(record), payload)
         }
         Write::Alert(record) => {
             Op::Outbox(OutboxKind::Alert.as_str(), serde_json::to_string(&record)?)
@@ -179,12 +227,12 @@ fn encode(write: Write) -> Result<Op, StoreError> {
             kind,
             expires_at_ms,
             outcome,
-        } => Op::CommandStarted(id, kind, expires_at_ms, outcome),
+        } => Op::CommandStarted(Box::new((id, kind, expires_at_ms, outcome))),
         Write::CommandFinished {
             id,
             outcome,
             detail,
-        } => Op::CommandFinished(id, outcome, detail),
+        } => Op::CommandFinished(Box::new((id, outcome, detail))),
     })
 }
 
@@ -214,21 +262,24 @@ pub(super) fn spawn(
     metrics
         .outbox_depth
         .store(u64::try_from(depth).unwrap_or(0), Ordering::Relaxed);
-    let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+    let queue = Arc::new(Queue::new(batch_max.max(1), QUEUE_DEPTH.max(batch_max)));
     let writer = Writer {
         conn,
         path,
         next_seq,
         metrics,
     };
-    let thread = std::thread::Builder::new()
-        .name("hubd-store-writer".into())
-        .spawn(move || writer.run(rx, batch_max.max(1)))
-        .map_err(|e| StoreError::DataDir {
-            path: PathBuf::new(),
-            why: format!("cannot start the store writer thread: {e}"),
-        })?;
-    Ok((StoreHandle { tx }, thread))
+    let thread = {
+        let queue = Arc::clone(&queue);
+        std::thread::Builder::new()
+            .name("hubd-store-writer".into())
+            .spawn(move || writer.run(queue))
+            .map_err(|e| StoreError::DataDir {
+                path: PathBuf::new(),
+                why: format!("cannot start the store writer thread: {e}"),
+            })?
+    };
+    Ok((StoreHandle { queue }, thread))
 }
 
 struct Writer {
@@ -238,78 +289,91 @@ struct Writer {
     metrics: Arc<Metrics>,
 }
 
-type Reply = oneshot::Sender<Result<Receipt, StoreError>>;
-type Answers = Vec<(Reply, Result<Receipt, StoreError>)>;
+/// A committed (or failed) batch, on its way to the caller-answering thread.
+struct Done {
+    jobs: Vec<Job>,
+    results: Results,
+    answer: Unanswered,
+}
+
+impl Done {
+    /// Answers every caller of the batch and frees its writes; returns the
+    /// emptied buffer.
+    fn answer(mut self) -> Vec<Job> {
+        if let Some(answer) = self.answer.0.take() {
+            answer.complete(self.results);
+        }
+        self.jobs.clear();
+        self.jobs
+    }
+}
+
+/// A taken batch's answer: answers `WriterGone` if dropped before it was
+/// completed (the writer panicked), so no caller waits forever.
+struct Unanswered(Option<Arc<Answer>>);
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        if let Some(answer) = self.0.take() {
+            answer.abandon();
+        }
+    }
+}
+
+/// Refuses whatever is still queued when the writer thread ends, however it
+/// ends (a panic included): those callers get `WriterGone` instead of waiting
+/// forever.
+struct Abandon(Arc<WriteQueue>);
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        for batch in self.0.abandon() {
+            batch.shared.abandon();
+        }
+    }
+}
 
 const INSERT_OUTBOX: &str =
     "INSERT INTO outbox (seq, kind, payload, created_at_ms) VALUES (?1, ?2, ?3, ?4)";
 
 impl Writer {
-    fn run(mut self, mut rx: mpsc::Receiver<Job>, batch_max: usize) {
-        // Waking the callers is work the writer need not wait for: a second
-        // thread does it while the next transaction runs.
-        let (done_tx, done_rx) = std::sync::mpsc::channel::<Answers>();
-        let replier = std::thread::Builder::new()
-            .name("hubd-store-replies".into())
-            .spawn(move || {
-                for answers in done_rx {
-                    for (reply, result) in answers {
-                        let _ = reply.send(result);
+    fn run(mut self, queue: Arc<WriteQueue>) {
+        let abandon = Abandon(Arc::clone(&queue));
+        // Waking the callers and freeing their writes is work the writer need
+        // not wait for: a second thread does it while the next transaction runs.
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<Done>();
+        let replier = {
+            let queue = Arc::clone(&queue);
+            std::thread::Builder::new()
+                .name("hubd-store-replies".into())
+                .spawn(move || {
+                    for done in done_rx {
+                        queue.recycle(done.answer());
                     }
-                }
-            });
+                })
+        };
         let replier_running = replier.is_ok();
-        let finish = move |done: Answers| {
+        let mut used = Vec::new();
+        while let Some(batch) = queue.pop(std::mem::take(&mut used)) {
+            let Batch {
+                items,
+                shared,
+                opened,
+            } = batch;
+            let done = self.commit(items, Unanswered(Some(shared)));
+            self.metrics.store_commit.observe(opened.elapsed());
             let unsent = if replier_running {
                 match done_tx.send(done) {
-                    Ok(()) => return,
+                    Ok(()) => continue,
                     Err(unsent) => unsent.0,
                 }
             } else {
                 done
             };
-            for (reply, result) in unsent {
-                let _ = reply.send(result);
-            }
-        };
-        let mut jobs = Vec::with_capacity(batch_max);
-        let mut stop = false;
-        while !stop {
-            jobs.clear();
-            if rx.blocking_recv_many(&mut jobs, batch_max) == 0 {
-                break;
-            }
-            let mut ops = Vec::with_capacity(jobs.len());
-            let mut replies = Vec::with_capacity(jobs.len());
-            let mut oldest = None;
-            for job in jobs.drain(..) {
-                match job {
-                    Job::Write { reply, .. } if stop => {
-                        let _ = reply.send(Err(StoreError::WriterGone));
-                    }
-                    Job::Write { op, queued, reply } => {
-                        oldest.get_or_insert(queued);
-                        ops.push(op);
-                        replies.push(reply);
-                    }
-                    Job::Stop => stop = true,
-                }
-            }
-            if !ops.is_empty() {
-                finish(self.commit(ops, replies));
-            }
-            if let Some(oldest) = oldest {
-                self.metrics.store_commit.observe(oldest.elapsed());
-            }
+            used = unsent.answer();
         }
-        // Writes still queued behind a stop are refused, not lost silently.
-        rx.close();
-        while let Ok(job) = rx.try_recv() {
-            if let Job::Write { reply, .. } = job {
-                let _ = reply.send(Err(StoreError::WriterGone));
-            }
-        }
-        drop(finish);
+        drop(abandon);
+        drop(done_tx);
         if let Ok(replier) = replier {
             let _ = replier.join();
         }
@@ -318,59 +382,62 @@ impl Writer {
         }
     }
 
-    /// Commits `ops` in one transaction; on failure, each write on its own.
-    fn commit(&mut self, ops: Vec<Op>, replies: Vec<Reply>) -> Answers {
-        match self.transaction(&ops) {
-            Ok(receipts) => {
+    /// Commits `jobs` in one transaction; on failure, each job on its own.
+    fn commit(&mut self, jobs: Vec<Job>, answer: Unanswered) -> Done {
+        let writes = jobs.iter().map(|job| job.ops().len()).sum();
+        let mut results = Results::with_capacity(jobs.len(), writes);
+        match self.transaction(&jobs, &mut results.receipts) {
+            Ok(()) => {
                 self.metrics
                     .store_writes
-                    .fetch_add(ops.len() as u64, Ordering::Relaxed);
-                replies
-                    .into_iter()
-                    .zip(receipts.into_iter().map(Ok))
-                    .collect()
+                    .fetch_add(writes as u64, Ordering::Relaxed);
+                let mut end = 0;
+                results.ends.extend(jobs.iter().map(|job| {
+                    end += job.ops().len();
+                    end
+                }));
             }
-            Err(e) if ops.len() == 1 => {
+            Err(e) if jobs.len() == 1 => {
                 self.metrics
                     .store_write_errors
-                    .fetch_add(1, Ordering::Relaxed);
+                    .fetch_add(writes as u64, Ordering::Relaxed);
                 tracing::error!(error = %e, "store write failed");
-                replies
-                    .into_iter()
-                    .next()
-                    .map(|reply| vec![(reply, Err(e))])
-                    .unwrap_or_default()
+                results.ends.push(0);
+                results.failed.push((0, e));
             }
             Err(e) => {
-                tracing::warn!(error = %e, writes = ops.len(), "batch failed; retrying its writes one by one");
-                replies
-                    .into_iter()
-                    .zip(&ops)
-                    .map(|(reply, op)| {
-                        let result = self
-                            .transaction(std::slice::from_ref(op))
-                            .map(|mut r| r.remove(0));
-                        let counter = match &result {
-                            Ok(_) => &self.metrics.store_writes,
-                            Err(_) => &self.metrics.store_write_errors,
+                tracing::warn!(error = %e, writes, "batch failed; retrying its writes one by one");
+                for (index, job) in jobs.iter().enumerate() {
+                    let counter =
+                        match self.transaction(std::slice::from_ref(job), &mut results.receipts) {
+                            Ok(()) => &self.metrics.store_writes,
+                            Err(e) => {
+                                results.failed.push((index, e));
+                                &self.metrics.store_write_errors
+                            }
                         };
-                        counter.fetch_add(1, Ordering::Relaxed);
-                        (reply, result)
-                    })
-                    .collect()
+                    counter.fetch_add(job.ops().len() as u64, Ordering::Relaxed);
+                    results.ends.push(results.receipts.len());
+                }
             }
+        }
+        Done {
+            jobs,
+            results,
+            answer,
         }
     }
 
-    /// Applies `ops` in one transaction; on error nothing of it is kept and
-    /// the sequence counter is rewound.
-    fn transaction(&mut self, ops: &[Op]) -> Result<Vec<Receipt>, StoreError> {
+    /// Applies the writes of `jobs` in one transaction, appending a receipt
+    /// per write to `receipts`; on error nothing of it is kept, `receipts` is
+    /// as it was and the sequence counter is rewound.
+    fn transaction(&mut self, jobs: &[Job], receipts: &mut Vec<Receipt>) -> Result<(), StoreError> {
         let first_seq = self.next_seq;
+        let first_receipt = receipts.len();
         let mut acked = 0u64;
         let result = (|| {
             let tx = self.conn.transaction()?;
             let now = now_ms();
-            let mut receipts = Vec::with_capacity(ops.len());
             {
                 let mut ctx = Apply {
                     tx: &tx,
@@ -379,15 +446,14 @@ impl Writer {
                     acked: &mut acked,
                     now,
                 };
-                for op in ops {
+                for op in jobs.iter().flat_map(Job::ops) {
                     receipts.push(ctx.apply(op)?);
                 }
             }
-            tx.commit()?;
-            Ok(receipts)
+            tx.commit()
         })();
         match result {
-            Ok(receipts) => {
+            Ok(()) => {
                 let appended = u64::try_from(self.next_seq - first_seq).unwrap_or(0);
                 let depth = &self.metrics.outbox_depth;
                 depth.fetch_add(appended, Ordering::Relaxed);
@@ -397,10 +463,11 @@ impl Writer {
                 self.metrics
                     .outbox_appended
                     .fetch_add(appended, Ordering::Relaxed);
-                Ok(receipts)
+                Ok(())
             }
             Err(e) => {
                 self.next_seq = first_seq;
+                receipts.truncate(first_receipt);
                 Err(classify(&self.path, e))
             }
         }
@@ -530,7 +597,8 @@ impl Apply<'_> {
             .execute(params![key, value, now])?;
                 None
             }
-            Op::CommandStarted(id, kind, expires_at_ms, outcome) => {
+            Op::CommandStarted(started) => {
+                let (id, kind, expires_at_ms, outcome) = &**started;
                 let (outcome, detail) = outcome.clone().unzip();
                 let finished = outcome.as_ref().map(|_| now);
                 tx.prepare_cached(
@@ -540,7 +608,8 @@ impl Apply<'_> {
                 .execute(params![id, kind, expires_at_ms, now, outcome, detail.flatten(), finished])?;
                 None
             }
-            Op::CommandFinished(id, outcome, detail) => {
+            Op::CommandFinished(finished) => {
+                let (id, outcome, detail) = &**finished;
                 tx.prepare_cached(
                     "UPDATE commands SET outcome = ?2, detail = ?3, finished_at_ms = ?4 WHERE id = ?1",
                 )?
@@ -551,5 +620,154 @@ impl Apply<'_> {
         Ok(Receipt {
             seq: seq.map(|s| u64::try_from(s).unwrap_or(0)),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use vss_shared::CallDirection;
+
+    use super::*;
+    use crate::config::Synchronous;
+    use crate::store::{Store, StoreOptions, StoreReader};
+
+    fn open(dir: &Path) -> Store {
+        let options = StoreOptions {
+            data_dir: dir.to_owned(),
+            batch_max: 64,
+            synchronous: Synchronous::Full,
+        };
+        Store::open(&options, Arc::new(Metrics::default())).expect("store opens")
+    }
+
+    fn raw(i: u64) -> Write {
+        Write::Outbox {
+            kind: "test".into(),
+            payload: format!("{{\"i\":{i}}}"),
+        }
+    }
+
+    fn cdr(call_id: &str) -> Write {
+        Write::Cdr(CdrRecord {
+            call_id: call_id.into(),
+            slot_id: SlotId::new(1).expect("slot 1"),
+            direction: CallDirection::Inbound,
+            remote_number: "+79990000000".into(),
+            started_at_ms: 1_000,
+            answered_at_ms: None,
+            ended_at_ms: 2_000,
+            end_cause: "no_answer".into(),
+        })
+    }
+
+    fn outbox(dir: &Path) -> Vec<(u64, String)> {
+        let reader = StoreReader::open(&dir.join(super::super::DB_FILE)).expect("reader");
+        reader
+            .outbox_after(0, usize::MAX)
+            .expect("outbox")
+            .into_iter()
+            .map(|row| (row.seq, row.kind))
+            .collect()
+    }
+
+    fn seqs(receipts: &[Receipt]) -> Vec<u64> {
+        receipts.iter().filter_map(|r| r.seq).collect()
+    }
+
+    #[tokio::test]
+    async fn write_many_commits_in_order_with_consecutive_sequence_numbers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path());
+        let handle = store.handle();
+        assert_eq!(handle.write(raw(0)).await.expect("write").seq, Some(1));
+        let receipts = handle
+            .write_many((1..=5).map(raw).collect())
+            .await
+            .expect("write_many");
+        assert_eq!(seqs(&receipts), vec![2, 3, 4, 5, 6]);
+        // Writes without an outbox entry get a receipt too, in their place.
+        let receipts = handle
+            .write_many(vec![
+                raw(6),
+                Write::Setting {
+                    key: "k".into(),
+                    value: "v".into(),
+                },
+                cdr("call-1"),
+            ])
+            .await
+            .expect("write_many");
+        assert_eq!(
+            receipts.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            vec![Some(7), None, Some(8)]
+        );
+        assert_eq!(handle.write_many(Vec::new()).await.expect("empty"), vec![]);
+        store.close().await;
+        let rows = outbox(dir.path());
+        assert_eq!(
+            rows.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+            (1..=8).collect::<Vec<_>>()
+        );
+        assert_eq!(rows[7].1, "cdr");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_write_many_keeps_none_of_its_writes_and_others_commit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path());
+        let handle = store.handle();
+        handle.write(cdr("call-1")).await.expect("first cdr");
+        // Single writes and one write_many that repeats a CDR, all at once.
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..100u64 {
+            let handle = handle.clone();
+            tasks.spawn(async move { handle.write(raw(i)).await.map(|_| ()) });
+        }
+        {
+            let handle = handle.clone();
+            tasks.spawn(async move {
+                let result = handle
+                    .write_many(vec![raw(1000), cdr("call-1"), raw(1001)])
+                    .await;
+                assert!(
+                    matches!(&result, Err(StoreError::Sqlite(e)) if e.to_string().contains("UNIQUE")),
+                    "{result:?}"
+                );
+                Ok(())
+            });
+        }
+        for joined in tasks.join_all().await {
+            joined.expect("single writes commit");
+        }
+        store.close().await;
+        // 1 CDR + 100 single writes, numbered without a hole; nothing of the failed unit.
+        let rows = outbox(dir.path());
+        assert_eq!(
+            rows.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+            (1..=101).collect::<Vec<_>>()
+        );
+    }
+
+    #[tokio::test]
+    async fn write_many_after_close_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path());
+        let handle = store.handle();
+        store.close().await;
+        let err = handle.write_many(vec![raw(1)]).await.expect_err("refused");
+        assert!(matches!(err, StoreError::WriterGone), "{err}");
+    }
+
+    #[test]
+    fn queued_writes_stay_small() {
+        // The writer reads a batch of these written on other cores: keep them
+        // within a cache line (large records are boxed).
+        assert!(
+            std::mem::size_of::<Job>() <= 64,
+            "{}",
+            std::mem::size_of::<Job>()
+        );
     }
 }
