@@ -17,6 +17,17 @@ slots=${SLOTS:-16}
 state=.demo
 mkdir -p "$state"
 
+# hubd links the system libopus (call recordings): on a fresh Debian machine,
+# install it (and pkg-config, which finds it) when missing.
+if ! pkg-config --exists opus 2>/dev/null; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "hubd needs libopus-dev and pkg-config: run as root or install them" >&2; exit 1
+  fi
+  echo "installing libopus-dev and pkg-config…"
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libopus-dev pkg-config
+fi
+
 echo "building (release)…"
 cargo build --release --quiet -p control-plane -p hubd
 

@@ -6,6 +6,8 @@
 //! - [`store`]: the local SQLite store and its single group-committing writer.
 //! - [`supervisor`]: one supervisor per slot; faults, backoff, restarts.
 //! - [`device`]: the driver boundary and the simulated driver.
+//! - [`sip`]: each slot's SIP user agent: registration, calls.
+//! - [`media`]: RTP, G.711, SDP, recordings, AudioSocket, media health.
 //! - [`api`]: the local HTTP API (health, metrics, slots) and its client.
 //! - [`health`]: the readiness latch.
 //! - [`metrics`]: counters and histograms rendered as Prometheus text.
@@ -20,7 +22,9 @@ pub mod config;
 pub mod device;
 pub mod health;
 pub mod logging;
+pub mod media;
 pub mod metrics;
+pub mod sip;
 pub mod store;
 pub mod supervisor;
 pub mod sync;
