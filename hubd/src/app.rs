@@ -18,7 +18,7 @@ use crate::config::{Config, validate};
 use crate::health::Readiness;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError, StoreOptions, Write};
-use crate::supervisor::{Registry, SlotContext};
+use crate::supervisor::{Registry, SipContext, SlotContext};
 
 /// Why the hub could not start. Each renders as one line for the terminal.
 #[derive(Debug, thiserror::Error)]
@@ -121,11 +121,32 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let readiness = Arc::new(Readiness::new(components));
     readiness.report("store");
 
+    // The SIP endpoint outlives the slots: they unregister while it still runs.
+    let sip_stop = CancellationToken::new();
+    let sip = match &config.sip {
+        Some(section) => {
+            // A SIP port conflict is reported like a bad field: it names sip.listen.
+            let ua = crate::sip::SipUa::bind(section.into(), sip_stop.clone())
+                .await
+                .map_err(|e| crate::config::ConfigError::Invalid {
+                    origin: "config".into(),
+                    field: "sip.listen".into(),
+                    value: format!("\"{}\"", section.listen),
+                    why: e.to_string(),
+                })?;
+            Some(SipContext {
+                ua,
+                file_passwords: Arc::new(config.sip_passwords.clone()),
+            })
+        }
+        None => None,
+    };
     let ctx = SlotContext {
         store: store.handle(),
         metrics: metrics.clone(),
         timing: config.supervisor.clone(),
         devices: crate::device::DeviceEnv::new(&config.modems, metrics.clone()),
+        sip,
     };
     // Sync with the control plane when this hub is enrolled; the hub works
     // the same without it.
@@ -189,6 +210,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         }
         // Slots a configuration change started during shutdown.
         slots.join_all().await;
+        sip_stop.cancel();
         store.close().await;
         tracing::info!("hubd stopped");
     });

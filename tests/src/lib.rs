@@ -13,6 +13,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 pub mod control_plane;
+pub mod kamailio;
 pub mod modem;
 pub mod sshd;
 pub mod sync_client;

@@ -10,6 +10,7 @@
 
 mod validate;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -28,8 +29,12 @@ pub fn hub_env() -> Result<Vec<(String, String)>, ConfigError> {
 pub use validate::validate;
 
 /// The whole hubd configuration.
+///
+/// Read through [`ConfigFile`], which takes each slot's `sip_password` out of
+/// `[[slots]]` into [`Config::sip_passwords`] (so [`SlotConfig`] stays what
+/// the control plane pushes and compares).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(from = "ConfigFile")]
 pub struct Config {
     /// Who this hub is and where it keeps its state.
     pub hub: HubSection,
@@ -43,8 +48,131 @@ pub struct Config {
     pub supervisor: SupervisorSection,
     /// How AT modems (AUTO slots) are found and polled.
     pub modems: ModemsSection,
+    /// The SIP user agent; absent: no slot registers anywhere.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sip: Option<SipSection>,
     /// The slots this hub owns.
     pub slots: Vec<SlotConfig>,
+    /// Each slot's SIP password from the file (`sip_password` in its
+    /// `[[slots]]` entry), by slot id. Never written back out.
+    #[serde(skip)]
+    pub sip_passwords: BTreeMap<SlotId, String>,
+}
+
+/// The file's shape of [`Config`]: the same sections, with `[[slots]]`
+/// entries that may carry a `sip_password`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ConfigFile {
+    hub: HubSection,
+    api: ApiSection,
+    log: LogSection,
+    store: StoreSection,
+    supervisor: SupervisorSection,
+    modems: ModemsSection,
+    sip: Option<SipSection>,
+    slots: Vec<SlotEntry>,
+}
+
+/// A `[[slots]]` entry as written: [`SlotConfig`] plus `sip_password`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SlotEntry {
+    id: SlotId,
+    #[serde(default)]
+    name: Option<String>,
+    kind: SlotKind,
+    #[serde(default)]
+    sip_number: Option<SipNumber>,
+    #[serde(default = "default_true")]
+    enabled: bool,
+    driver: DriverConfig,
+    #[serde(default)]
+    sip_password: Option<String>,
+}
+
+impl From<ConfigFile> for Config {
+    fn from(file: ConfigFile) -> Config {
+        let mut sip_passwords = BTreeMap::new();
+        let slots = file
+            .slots
+            .into_iter()
+            .map(|slot| {
+                if let Some(password) = slot.sip_password {
+                    sip_passwords.insert(slot.id, password);
+                }
+                SlotConfig {
+                    id: slot.id,
+                    name: slot.name,
+                    kind: slot.kind,
+                    sip_number: slot.sip_number,
+                    enabled: slot.enabled,
+                    driver: slot.driver,
+                }
+            })
+            .collect();
+        Config {
+            hub: file.hub,
+            api: file.api,
+            log: file.log,
+            store: file.store,
+            supervisor: file.supervisor,
+            modems: file.modems,
+            sip: file.sip,
+            slots,
+            sip_passwords,
+        }
+    }
+}
+
+/// `[sip]`: every slot registers its SIP number with the PBX.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SipSection {
+    /// Registrars as `IP:port`, in order of preference: a slot fails over to
+    /// the next when one does not answer or answers with an error.
+    pub registrars: Vec<SocketAddr>,
+    /// The AOR domain (`sip:6001@DOMAIN`) and usual realm; absent: the first
+    /// registrar's IP.
+    pub domain: Option<String>,
+    /// The UDP address of the hub's one SIP socket (port 0: any free port).
+    pub listen: SocketAddr,
+    /// The address put in Via and Contact, when the registrar must reach the
+    /// hub at another address than the bound one (NAT).
+    pub advertised_address: Option<SocketAddr>,
+    /// Registration expiry asked for, in seconds (refreshed at half of what
+    /// the registrar grants). At least 10.
+    pub expires_s: u32,
+    /// SIP timer T1 (round-trip estimate), ms: retransmissions start at T1,
+    /// a request times out after 64·T1.
+    pub t1_ms: u64,
+    /// Refused credentials in a row before the slot goes to FAULT.
+    pub max_auth_failures: u32,
+}
+
+impl Default for SipSection {
+    fn default() -> Self {
+        SipSection {
+            registrars: Vec::new(),
+            domain: None,
+            listen: SocketAddr::from(([0, 0, 0, 0], 5070)),
+            advertised_address: None,
+            expires_s: 300,
+            t1_ms: 500,
+            max_auth_failures: 3,
+        }
+    }
+}
+
+impl SipSection {
+    /// The AOR domain: `domain`, else the first registrar's IP.
+    pub fn domain(&self) -> String {
+        match (&self.domain, self.registrars.first()) {
+            (Some(domain), _) => domain.clone(),
+            (None, Some(registrar)) => registrar.ip().to_string(),
+            (None, None) => "localhost".to_owned(),
+        }
+    }
 }
 
 /// `[hub]`
@@ -390,4 +518,75 @@ pub fn slot_numbers_checked(config: &Config) -> Result<Vec<SipNumber>, ConfigErr
         value,
         why: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod sip_tests {
+    use super::*;
+
+    const SLOTS: &str = "[[slots]]\nid = 1\nkind = \"auto\"\nsip_password = \"pw\"\ndriver = { type = \"sim\" }\n\n\
+                         [[slots]]\nid = 2\nkind = \"mf\"\ndriver = { type = \"sim\" }\n";
+
+    fn load(text: &str, vars: &[(&str, &str)]) -> Result<Config, String> {
+        let vars = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
+        Config::from_toml(text, Path::new("hubd.toml"), vars).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn sip_section_and_slot_passwords() {
+        let text =
+            format!("[sip]\nregistrars = [\"192.0.2.1:5060\", \"192.0.2.2:5060\"]\n\n{SLOTS}");
+        let config = load(&text, &[]).expect("valid");
+        let sip = config.sip.as_ref().expect("[sip]");
+        assert_eq!(sip.domain(), "192.0.2.1");
+        assert_eq!(
+            (sip.expires_s, sip.t1_ms, sip.max_auth_failures),
+            (300, 500, 3)
+        );
+        assert_eq!(sip.listen, SocketAddr::from(([0, 0, 0, 0], 5070)));
+        let id = SlotId::new(1).expect("id");
+        assert_eq!(
+            config.sip_passwords.get(&id).map(String::as_str),
+            Some("pw")
+        );
+        assert_eq!(config.sip_passwords.len(), 1);
+        assert!(load(SLOTS, &[]).expect("valid").sip.is_none());
+    }
+
+    #[test]
+    fn sip_errors_name_the_field() {
+        for (text, field) in [
+            ("[sip]\n", "sip.registrars"),
+            (
+                "[sip]\nregistrars = [\"0.0.0.0:5060\"]\n",
+                "sip.registrars[0]",
+            ),
+            (
+                "[sip]\nregistrars = [\"192.0.2.1:5060\"]\nexpires_s = 5\n",
+                "sip.expires_s",
+            ),
+            (
+                "[sip]\nregistrars = [\"192.0.2.1:5060\"]\nt1_ms = 0\n",
+                "sip.t1_ms",
+            ),
+            (
+                "[sip]\nregistrars = [\"192.0.2.1:5060\"]\nmax_auth_failures = 0\n",
+                "sip.max_auth_failures",
+            ),
+            (
+                "[sip]\nregistrars = [\"192.0.2.1:5060\"]\ndomain = \"a b\"\n",
+                "sip.domain",
+            ),
+            (
+                "[[slots]]\nid = 1\nkind = \"auto\"\nsip_password = \"\"\ndriver = { type = \"sim\" }\n",
+                "slots[0].sip_password",
+            ),
+        ] {
+            let error = load(text, &[]).expect_err(text);
+            assert!(error.contains(field), "{text}: {error}");
+        }
+        let error = load("[sip]\nregistrars = [\"192.0.2.1:5060\"]\nbogus = 1\n", &[])
+            .expect_err("unknown");
+        assert!(error.contains("bogus"), "{error}");
+    }
 }

@@ -213,9 +213,92 @@ pub fn validate(config: &Config, origin: &str) -> Result<(), ConfigError> {
             "must be an absolute path pattern, e.g. /dev/ttyUSB*".into(),
         ));
     }
+    if let Some(sip) = &config.sip {
+        validate_sip(sip, &invalid)?;
+    }
+    for (i, slot) in config.slots.iter().enumerate() {
+        if let Some(password) = config.sip_passwords.get(&slot.id)
+            && (password.is_empty() || password.chars().any(char::is_control))
+        {
+            return Err(invalid(
+                format!("slots[{i}].sip_password"),
+                "(hidden)".into(),
+                "must not be empty or contain control characters".into(),
+            ));
+        }
+    }
     slot_numbers(config).map_err(|(i, number, e)| {
         invalid(format!("slots[{i}].sip_number"), number, e.to_string())
     })?;
+    Ok(())
+}
+
+/// Checks `[sip]`.
+fn validate_sip(
+    sip: &super::SipSection,
+    invalid: &impl Fn(String, String, String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    if sip.registrars.is_empty() {
+        return Err(invalid(
+            "sip.registrars".into(),
+            "[]".into(),
+            "must list at least one registrar, e.g. [\"192.0.2.10:5060\"]".into(),
+        ));
+    }
+    if let Some((j, addr)) = sip
+        .registrars
+        .iter()
+        .enumerate()
+        .find(|(_, a)| a.port() == 0 || a.ip().is_unspecified())
+    {
+        return Err(invalid(
+            format!("sip.registrars[{j}]"),
+            format!("\"{addr}\""),
+            "must be a reachable IP and a port other than 0".into(),
+        ));
+    }
+    if let Some(domain) = &sip.domain
+        && (domain.is_empty()
+            || !domain
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c)))
+    {
+        return Err(invalid(
+            "sip.domain".into(),
+            format!("{domain:?}"),
+            "must be a host name or IP, e.g. pbx.example.com".into(),
+        ));
+    }
+    if let Some(addr) = sip.advertised_address
+        && (addr.port() == 0 || addr.ip().is_unspecified())
+    {
+        return Err(invalid(
+            "sip.advertised_address".into(),
+            format!("\"{addr}\""),
+            "must be an IP and port the registrar can reach".into(),
+        ));
+    }
+    if !(10..=86_400).contains(&sip.expires_s) {
+        return Err(invalid(
+            "sip.expires_s".into(),
+            sip.expires_s.to_string(),
+            "must be between 10 and 86400 seconds".into(),
+        ));
+    }
+    if !(10..=5_000).contains(&sip.t1_ms) {
+        return Err(invalid(
+            "sip.t1_ms".into(),
+            sip.t1_ms.to_string(),
+            "must be between 10 and 5000 ms (RFC 3261 default 500)".into(),
+        ));
+    }
+    if !(1..=100).contains(&sip.max_auth_failures) {
+        return Err(invalid(
+            "sip.max_auth_failures".into(),
+            sip.max_auth_failures.to_string(),
+            "must be between 1 and 100".into(),
+        ));
+    }
     Ok(())
 }
 

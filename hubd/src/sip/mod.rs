@@ -1,2 +1,20 @@
 //! SIP: every slot registers as an extension on the PBX (6xxx AUTO, 7xxx MF,
 //! 8xxx LS) and bridges calls between SIP/RTP and its device.
+//!
+//! Our own small stack, sans-IO like the AT engine (see `docs/sip.md` for why):
+//! - [`message`]: parsing and serialising SIP messages (fuzzed).
+//! - [`auth`]: digest authentication (MD5, SHA-256, with and without qop).
+//! - [`transaction`]: the non-INVITE client transaction's timers E and F.
+//! - [`registration`]: one slot's registration: challenge, refresh,
+//!   backoff, failover, auth failure, unregister.
+//! - [`endpoint`]: the hub's one UDP socket and the tokio tasks driving each
+//!   slot's registration; the only module here that does IO.
+
+pub mod auth;
+pub mod endpoint;
+pub mod message;
+pub mod registration;
+pub mod transaction;
+
+pub use endpoint::{RegistrationHandle, SipError, SipUa, SlotCredentials, UaConfig};
+pub use registration::{Registration, RegistrationConfig, RegistrationEvent};

@@ -29,7 +29,7 @@ use vss_shared::{SipNumber, SlotEvent, SlotId, SlotState};
 
 pub use backoff::Backoff;
 pub use reconcile::{DesiredSlot, ReconcileReport};
-pub use slot::{SlotCell, SlotCommand, SlotContext, SlotRefusal, SlotReply, SlotView};
+pub use slot::{SipContext, SlotCell, SlotCommand, SlotContext, SlotRefusal, SlotReply, SlotView};
 
 use crate::config::SlotConfig;
 use crate::device::sim::SplitMix64;
@@ -182,6 +182,7 @@ impl Entry {
             launch.ctx.clone(),
             launch.readiness.clone(),
             self.stop.clone(),
+            self.sip_password.clone(),
         );
         self.task = Some(tokio::spawn(supervisor.instrument(span)));
     }
@@ -199,6 +200,7 @@ async fn supervise(
     ctx: SlotContext,
     readiness: Arc<Readiness>,
     shutdown: CancellationToken,
+    sip_password: Option<String>,
 ) {
     let timing = &ctx.timing;
     let mut backoff = Backoff::new(
@@ -210,8 +212,14 @@ async fn supervise(
     readiness.report(&format!("slot {}", cell.id()));
     for number in 0u64.. {
         let session = tokio::spawn(
-            session::run(cell.clone(), ctx.clone(), shutdown.child_token(), number)
-                .instrument(tracing::Span::current()),
+            session::run(
+                cell.clone(),
+                ctx.clone(),
+                shutdown.child_token(),
+                number,
+                sip_password.clone(),
+            )
+            .instrument(tracing::Span::current()),
         );
         let end = match session.await {
             Ok(end) => end,

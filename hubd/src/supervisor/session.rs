@@ -2,6 +2,11 @@
 //! an operator restart, or a failure. It runs as its own task so that a panic
 //! in the driver ends only this session; the supervisor sees the panic and
 //! takes the slot to FAULT.
+//!
+//! With `[sip]` configured the session also registers the slot's SIP number
+//! (see [`crate::sip`]): the slot is READY only while both the device and the
+//! SIP registration are up; a lost SIP registration takes it back to
+//! REGISTERING, refused credentials to FAULT; it unregisters when it ends.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +17,10 @@ use vss_shared::{CallDirection, SlotAction, SlotEvent, SlotState};
 
 use super::slot::{SlotCell, SlotCommand, SlotContext, SlotRefusal};
 use crate::device::{self, Device, DeviceError, DeviceEvent};
+use crate::sip::{RegistrationEvent, RegistrationHandle, SlotCredentials};
+
+/// Longest a session waits for the registrar to confirm its unregistration.
+const UNREGISTER_WITHIN: Duration = Duration::from_secs(5);
 
 /// How a session ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +52,7 @@ enum Wake {
     WrapUpDone,
     HealthCheck,
     Device(Result<DeviceEvent, DeviceError>),
+    Sip(Option<RegistrationEvent>),
 }
 
 /// Runs one session of `cell`'s device.
@@ -51,6 +61,7 @@ pub(super) async fn run(
     ctx: SlotContext,
     shutdown: CancellationToken,
     number: u64,
+    sip_password: Option<String>,
 ) -> SessionEnd {
     let mut device = device::create(&cell.config, number, &ctx.devices);
     let mut commands = cell.commands.lock().await;
@@ -59,6 +70,10 @@ pub(super) async fn run(
         ctx: &ctx,
         device: device.as_mut(),
         shutdown: &shutdown,
+        sip_password,
+        sip: None,
+        sip_registered: false,
+        device_registered: false,
     };
     let end = match session.serve(&mut commands).await {
         Ok(end) => end,
@@ -68,10 +83,21 @@ pub(super) async fn run(
             SessionEnd::Faulted
         }
     };
+    if let Some(sip) = session.sip.take() {
+        sip.unregister(UNREGISTER_WITHIN).await;
+    }
     if end == SessionEnd::Shutdown {
         session.device.release().await;
     }
     end
+}
+
+/// The next event of the slot's SIP registration; never, without one.
+async fn next_sip(sip: &mut Option<RegistrationHandle>) -> Option<RegistrationEvent> {
+    match sip {
+        Some(handle) => handle.next_event().await,
+        None => std::future::pending().await,
+    }
 }
 
 struct Session<'a> {
@@ -79,6 +105,14 @@ struct Session<'a> {
     ctx: &'a SlotContext,
     device: &'a mut dyn Device,
     shutdown: &'a CancellationToken,
+    /// The password the control plane pushed (wins over the file's).
+    sip_password: Option<String>,
+    /// The slot's SIP registration, with `[sip]` configured.
+    sip: Option<RegistrationHandle>,
+    /// The SIP number is registered (always true without `[sip]`).
+    sip_registered: bool,
+    /// The device reports itself registered.
+    device_registered: bool,
 }
 
 impl Session<'_> {
@@ -295,6 +329,41 @@ impl Session<'_> {
         Ok(None)
     }
 
+    /// Follows the slot's SIP registration.
+    async fn sip_event(
+        &mut self,
+        event: Option<RegistrationEvent>,
+        wrap_up_at: &mut Option<Instant>,
+    ) -> Result<(), Stop> {
+        match event {
+            Some(RegistrationEvent::Registered { registrar, expires }) => {
+                tracing::info!(%registrar, expires_s = expires.as_secs(), "SIP registered");
+                self.sip_registered = true;
+                if self.cell.state() == SlotState::Registering && self.device_registered {
+                    self.feed(SlotEvent::Registered, "").await?;
+                }
+            }
+            Some(RegistrationEvent::Lost { reason }) => {
+                tracing::warn!(reason, "SIP registration lost");
+                self.sip_registered = false;
+                if matches!(self.cell.state(), SlotState::Ready | SlotState::PostCall) {
+                    *wrap_up_at = None;
+                    self.feed_device_registering(SlotEvent::RegistrationLost)
+                        .await?;
+                }
+            }
+            Some(RegistrationEvent::AuthFailed { reason }) => {
+                self.sip = None;
+                return Err(Stop::Fail(reason));
+            }
+            Some(RegistrationEvent::Unregistered) | None => {
+                self.sip = None;
+                return Err(Stop::Fail("the SIP registration stopped".into()));
+            }
+        }
+        Ok(())
+    }
+
     async fn serve(
         &mut self,
         commands: &mut tokio::sync::mpsc::Receiver<SlotCommand>,
@@ -304,7 +373,24 @@ impl Session<'_> {
         self.cell.set_device(Some(info.description));
         self.feed(SlotEvent::DeviceBound, "").await?;
         self.feed(SlotEvent::RegistrationStarted, "").await?;
-        self.feed(SlotEvent::Registered, "").await?;
+        self.device_registered = true;
+        match &self.ctx.sip {
+            Some(sip) => {
+                let password = self
+                    .sip_password
+                    .clone()
+                    .or_else(|| sip.file_passwords.get(&self.cell.id()).cloned());
+                self.sip = Some(sip.ua.register(SlotCredentials {
+                    slot: format!("slot {}", self.cell.id()),
+                    user: self.cell.sip_number.to_string(),
+                    password,
+                }));
+            }
+            None => {
+                self.sip_registered = true;
+                self.feed(SlotEvent::Registered, "").await?;
+            }
+        }
 
         let timing = &self.ctx.timing;
         let mut health =
@@ -314,6 +400,11 @@ impl Session<'_> {
         let wrap_up = Duration::from_millis(timing.wrap_up_ms);
         let mut wrap_up_at: Option<Instant> = None;
         loop {
+            if self.cell.state() == SlotState::Ready && !self.sip_registered {
+                // A SIP loss during a call takes effect once the call is over.
+                self.feed_device_registering(SlotEvent::RegistrationLost)
+                    .await?;
+            }
             let state = self.cell.state();
             let wake = tokio::select! {
                 biased;
@@ -322,6 +413,7 @@ impl Session<'_> {
                 _ = tokio::time::sleep_until(wrap_up_at.unwrap_or_else(Instant::now)), if wrap_up_at.is_some() => Wake::WrapUpDone,
                 _ = health.tick(), if state == SlotState::Ready => Wake::HealthCheck,
                 event = self.device.next_event() => Wake::Device(event),
+                event = next_sip(&mut self.sip) => Wake::Sip(event),
             };
             match wake {
                 Wake::Shutdown => return Ok(SessionEnd::Shutdown),
@@ -341,6 +433,7 @@ impl Session<'_> {
                     wrap_up_at = None;
                     self.feed(SlotEvent::WrapUpDone, "").await?;
                 }
+                Wake::Sip(event) => self.sip_event(event, &mut wrap_up_at).await?,
                 Wake::HealthCheck => {
                     Self::step(
                         self.shutdown,
@@ -373,12 +466,14 @@ impl Session<'_> {
                     }
                     DeviceEvent::RegistrationLost { reason } => {
                         tracing::warn!(reason, "registration lost");
+                        self.device_registered = false;
                         wrap_up_at = None;
                         self.feed_device_registering(SlotEvent::RegistrationLost)
                             .await?;
                     }
                     DeviceEvent::Registered => {
-                        if self.cell.state() == SlotState::Registering {
+                        self.device_registered = true;
+                        if self.cell.state() == SlotState::Registering && self.sip_registered {
                             tracing::info!("registered again");
                             self.feed(SlotEvent::Registered, "").await?;
                         }

@@ -104,6 +104,19 @@ pub struct SlotContext {
     pub timing: SupervisorSection,
     /// What the slots' drivers share (the AT modems' directory).
     pub devices: crate::device::DeviceEnv,
+    /// The SIP user agent, when `[sip]` is configured: slots are READY only
+    /// while their SIP number is registered.
+    pub sip: Option<SipContext>,
+}
+
+/// What slots need to register with the PBX.
+#[derive(Debug, Clone)]
+pub struct SipContext {
+    /// The hub's SIP user agent.
+    pub ua: Arc<crate::sip::SipUa>,
+    /// Passwords from the file's `[[slots]]`, by slot id; a password the
+    /// control plane pushed wins over these.
+    pub file_passwords: Arc<std::collections::BTreeMap<vss_shared::SlotId, String>>,
 }
 
 /// The call a slot is carrying, kept until its CDR is written.
