@@ -7,10 +7,13 @@
 //! - [`transaction`]: the non-INVITE client transaction's timers E and F.
 //! - [`registration`]: one slot's registration: challenge, refresh,
 //!   backoff, failover, auth failure, unregister.
+//! - [`call`]: one call's INVITE dialog, either way (F-09, F-03): UAS and
+//!   UAC transactions, CANCEL, BYE, ACK rules; not wired to the endpoint yet.
 //! - [`endpoint`]: the hub's one UDP socket and the tokio tasks driving each
 //!   slot's registration; the only module here that does IO.
 
 pub mod auth;
+pub mod call;
 pub mod endpoint;
 pub mod message;
 pub mod registration;
