@@ -2,11 +2,14 @@
 //! slot supervisors, API server — and stops it in order.
 //!
 //! Start order matters: the API port is bound before anything is written, so
-//! a port conflict leaves the data directory untouched. Shutdown order: stop
+//! a port conflict leaves the data directory untouched. The recordings
+//! directory is created and its interrupted recordings repaired before any
+//! slot starts (a file being recorded would look interrupted). Shutdown order: stop
 //! the supervisors (they release devices and record what they did), stop the
 //! API, then commit and close the store.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -16,9 +19,10 @@ use crate::api::{ApiState, router};
 
 use crate::config::{Config, validate};
 use crate::health::Readiness;
+use crate::media::recording::RepairOutcome;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError, StoreOptions, Write};
-use crate::supervisor::{Registry, SipContext, SlotContext};
+use crate::supervisor::{MediaContext, Registry, SipContext, SlotContext};
 
 /// Why the hub could not start. Each renders as one line for the terminal.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +46,14 @@ pub enum StartError {
     /// The enrollment in the data directory is unusable.
     #[error(transparent)]
     Sync(#[from] crate::sync::SyncError),
+    /// The recordings directory cannot be created or written.
+    #[error("media.recordings_dir {}: {why}", path.display())]
+    Recordings {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        why: String,
+    },
 }
 
 /// A running hub.
@@ -110,6 +122,20 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .write(Write::UpsertSlots(crate::sync::config::slot_rows(&slots)))
         .await?;
 
+    let media = MediaContext::from_config(&config)?;
+    let recordings_dir = media.recordings_dir().to_owned();
+    let outcomes = tokio::task::spawn_blocking(move || prepare_recordings(&recordings_dir))
+        .await
+        .map_err(|e| StartError::Recordings {
+            path: media.recordings_dir().to_owned(),
+            why: format!("the start-up repair stopped: {e}"),
+        })??;
+    for outcome in &outcomes {
+        log_repair(outcome);
+        metrics.recordings_repair.count(outcome);
+    }
+    tracing::info!(dir = %media.recordings_dir().display(), checked = outcomes.len(), "recordings directory ready");
+
     let registry = Arc::new(Registry::with_slots(slots));
     let config_status = Arc::new(crate::sync::config::ConfigStatus::new(revision));
     let components = std::iter::once("store".to_owned()).chain(
@@ -126,14 +152,18 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let sip = match &config.sip {
         Some(section) => {
             // A SIP port conflict is reported like a bad field: it names sip.listen.
-            let ua = crate::sip::SipUa::bind(section.into(), sip_stop.clone())
-                .await
-                .map_err(|e| crate::config::ConfigError::Invalid {
-                    origin: "config".into(),
-                    field: "sip.listen".into(),
-                    value: format!("\"{}\"", section.listen),
-                    why: e.to_string(),
-                })?;
+            let ua = crate::sip::SipUa::bind_with_metrics(
+                section.into(),
+                sip_stop.clone(),
+                metrics.sip.clone(),
+            )
+            .await
+            .map_err(|e| crate::config::ConfigError::Invalid {
+                origin: "config".into(),
+                field: "sip.listen".into(),
+                value: format!("\"{}\"", section.listen),
+                why: e.to_string(),
+            })?;
             Some(SipContext {
                 ua,
                 file_passwords: Arc::new(config.sip_passwords.clone()),
@@ -147,6 +177,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         timing: config.supervisor.clone(),
         devices: crate::device::DeviceEnv::new(&config.modems, metrics.clone()),
         sip,
+        media,
     };
     // Sync with the control plane when this hub is enrolled; the hub works
     // the same without it.
@@ -220,4 +251,63 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         registry,
         done,
     })
+}
+
+/// Creates the recordings directory (0750) if missing, checks it can be
+/// written, and repairs the recordings a crash interrupted.
+fn prepare_recordings(dir: &Path) -> Result<Vec<RepairOutcome>, StartError> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    let error = |why: String| StartError::Recordings {
+        path: dir.to_owned(),
+        why,
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o750)
+        .create(dir)
+        .map_err(|e| {
+            error(format!(
+                "cannot create it: {e}; fix the path or its parent's permissions"
+            ))
+        })?;
+    if !dir.is_dir() {
+        return Err(error("is not a directory".into()));
+    }
+    let probe = dir.join(".hubd-write-check");
+    std::fs::write(&probe, b"")
+        .and_then(|()| std::fs::remove_file(&probe))
+        .map_err(|e| error(format!("not writable ({e}); fix its owner or permissions")))?;
+    Ok(crate::media::recording::repair_dir(dir))
+}
+
+/// One log line per recording the start-up repair touched or could not.
+fn log_repair(outcome: &RepairOutcome) {
+    match outcome {
+        RepairOutcome::Complete { .. } => {}
+        RepairOutcome::Repaired {
+            path,
+            duration_ms,
+            dropped_bytes,
+        } => tracing::warn!(
+            path = %path.display(),
+            kept_ms = duration_ms,
+            dropped_bytes,
+            "interrupted recording repaired"
+        ),
+        RepairOutcome::Broken {
+            path,
+            moved_to,
+            error,
+        } => tracing::error!(
+            path = %path.display(),
+            moved_to = %moved_to.display(),
+            %error,
+            "unrecoverable recording set aside"
+        ),
+        RepairOutcome::Failed { path, error } => tracing::error!(
+            path = %path.display(),
+            %error,
+            "recording could not be checked; left in place"
+        ),
+    }
 }

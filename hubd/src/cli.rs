@@ -320,7 +320,8 @@ async fn serve(config: Config, banner: Option<DemoBanner>) -> i32 {
             e @ (StartError::Config(_)
             | StartError::ApiBind { .. }
             | StartError::Store(_)
-            | StartError::Sync(_)),
+            | StartError::Sync(_)
+            | StartError::Recordings { .. }),
         ) => {
             return refuse(e);
         }

@@ -30,6 +30,57 @@ pub struct Metrics {
     pub voice: std::sync::Arc<crate::device::at_modem::voice::VoiceMetrics>,
     /// Recovery ladder steps, faults and rebinds (AT modems).
     pub modem_recovery: crate::device::at_modem::driver::RecoveryMetrics,
+    /// REGISTERs, auth failures, timeouts and each slot's registration.
+    pub sip: std::sync::Arc<crate::sip::endpoint::SipMetrics>,
+    /// What the start-up repair of the recordings directory found.
+    pub recordings_repair: RecordingsRepairMetrics,
+}
+
+/// Outcomes of [`crate::media::recording::repair_dir`] at start, by kind.
+#[derive(Debug, Default)]
+pub struct RecordingsRepairMetrics {
+    /// Finished recordings left untouched.
+    pub complete: AtomicU64,
+    /// Interrupted recordings cut after their last valid page.
+    pub repaired: AtomicU64,
+    /// Unrecoverable files renamed `*.broken`.
+    pub broken: AtomicU64,
+    /// Files or directories that could not be read or written.
+    pub failed: AtomicU64,
+}
+
+impl RecordingsRepairMetrics {
+    /// Counts one outcome.
+    pub fn count(&self, outcome: &crate::media::recording::RepairOutcome) {
+        use crate::media::recording::RepairOutcome;
+        let counter = match outcome {
+            RepairOutcome::Complete { .. } => &self.complete,
+            RepairOutcome::Repaired { .. } => &self.repaired,
+            RepairOutcome::Broken { .. } => &self.broken,
+            RepairOutcome::Failed { .. } => &self.failed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String) {
+        let name = "hubd_recordings_repaired_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Recordings checked by the start-up repair, by outcome.\n# TYPE {name} counter"
+        );
+        for (outcome, count) in [
+            ("complete", &self.complete),
+            ("repaired", &self.repaired),
+            ("broken", &self.broken),
+            ("failed", &self.failed),
+        ] {
+            let _ = writeln!(
+                out,
+                "{name}{{outcome=\"{outcome}\"}} {}",
+                count.load(Ordering::Relaxed)
+            );
+        }
+    }
 }
 
 impl Metrics {
@@ -90,6 +141,8 @@ impl Metrics {
         );
         self.voice.render(out);
         self.modem_recovery.render(out);
+        self.sip.render(out);
+        self.recordings_repair.render(out);
     }
 }
 

@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use hubd::config::{
-    Config, ConfigError, DriverConfig, LogFormat, SimConfig, SlotConfig, Synchronous,
-    slot_numbers_checked,
+    Config, ConfigError, DriverConfig, LogFormat, RecordingPolicy, SimConfig, SlotConfig,
+    Synchronous, slot_numbers_checked,
 };
 use vss_shared::{SipNumber, SlotId, SlotKind};
 
@@ -239,7 +239,7 @@ fn env_errors_name_the_variable() {
         (
             "HUBD__DEVICES__X",
             "1",
-            "environment HUBD__DEVICES__X: unknown section `devices` (known: api, hub, log, modems, store, supervisor)",
+            "environment HUBD__DEVICES__X: unknown section `devices` (known: api, hub, log, media, modems, store, supervisor)",
         ),
     ];
     for (var, value, expect) in cases {
@@ -602,5 +602,106 @@ fn every_error_kind_is_one_line() {
     ];
     for e in errors {
         assert_one_line(&e.to_string());
+    }
+}
+
+#[test]
+fn media_defaults_and_values() {
+    let config = loaded(SLOT, &[]);
+    let media = &config.media;
+    assert_eq!(media.rtp_ports, "16384-32767");
+    assert_eq!(media.rtp_port_bounds(), Ok((16384, 32767)));
+    assert_eq!(
+        media.rtp_config(),
+        hubd::media::rtp_session::RtpConfig::default()
+    );
+    assert_eq!(
+        media.recording_config(),
+        hubd::media::recording::RecordingConfig::default()
+    );
+    assert_eq!(
+        media.recordings_dir(&config.hub),
+        PathBuf::from("/var/lib/hubd/recordings")
+    );
+    let id = SlotId::new(7).expect("id");
+    assert_eq!(config.recording_policy(id), RecordingPolicy::Never);
+
+    let text = format!(
+        "[media]\nrtp_ports = \"20000-20001\"\njitter_ms = 100\nrecordings_dir = \"/srv/rec\"\n\
+         recording_bitrate_kbps = 32\nrecording_complexity = 5\n\n{SLOT}recording = \"all\"\n"
+    );
+    let config = loaded(&text, &[]);
+    let media = &config.media;
+    let ports = media.port_range().expect("a port range");
+    assert_eq!(ports.capacity(), 1);
+    assert_eq!(media.rtp_config().jitter.target_depth, 5);
+    let recording = media.recording_config();
+    assert_eq!((recording.bitrate_bps, recording.complexity), (32_000, 5));
+    assert_eq!(media.recordings_dir(&config.hub), PathBuf::from("/srv/rec"));
+    assert_eq!(config.recording_policy(id), RecordingPolicy::All);
+    assert_eq!(
+        config.recording_policy(SlotId::new(8).expect("id")),
+        RecordingPolicy::Never
+    );
+
+    // Environment overrides reach [media] too.
+    let config = loaded(SLOT, &[("HUBD__MEDIA__JITTER_MS", "40")]);
+    assert_eq!(config.media.jitter_ms, 40);
+}
+
+#[test]
+fn media_errors_name_the_field_value_and_why() {
+    let cases = [
+        (
+            "[media]\nrtp_ports = \"16385-32767\"\n",
+            "hubd.toml: field `media.rtp_ports` = \"16385-32767\": the first port must be even (RTP on even ports), not 16385",
+        ),
+        (
+            "[media]\nrtp_ports = \"32768-16384\"\n",
+            "hubd.toml: field `media.rtp_ports` = \"32768-16384\": the last port (16384) is below the first (32768)",
+        ),
+        (
+            "[media]\nrtp_ports = \"20000-20000\"\n",
+            "hubd.toml: field `media.rtp_ports` = \"20000-20000\": must hold at least 2 ports (RTP and RTCP)",
+        ),
+        (
+            "[media]\nrtp_ports = \"1000-2000\"\n",
+            "hubd.toml: field `media.rtp_ports` = \"1000-2000\": ports must be within 1024-65535 (first is 1000)",
+        ),
+        (
+            "[media]\nrtp_ports = \"60000-70000\"\n",
+            "hubd.toml: field `media.rtp_ports` = \"60000-70000\": \"70000\" is not a port number",
+        ),
+        (
+            "[media]\nrtp_ports = \"16384\"\n",
+            "hubd.toml: field `media.rtp_ports` = \"16384\": must be FIRST-LAST, e.g. \"16384-32767\"",
+        ),
+        (
+            "[media]\njitter_ms = 50\n",
+            "hubd.toml: field `media.jitter_ms` = 50: must be a multiple of 20 (one RTP packet) between 20 and 180",
+        ),
+        (
+            "[media]\njitter_ms = 0\n",
+            "hubd.toml: field `media.jitter_ms` = 0: must be a multiple of 20 (one RTP packet) between 20 and 180",
+        ),
+        (
+            "[media]\nrecordings_dir = \"\"\n",
+            "hubd.toml: field `media.recordings_dir` = \"\": must be a directory path, e.g. /var/lib/hubd/recordings, or be left out",
+        ),
+        (
+            "[media]\nrecording_bitrate_kbps = 1000\n",
+            "hubd.toml: field `media.recording_bitrate_kbps` = 1000: must be between 6 and 510 kbit/s (Opus's range)",
+        ),
+        (
+            "[media]\nrecording_complexity = 11\n",
+            "hubd.toml: field `media.recording_complexity` = 11: must be between 0 (cheapest) and 10",
+        ),
+        (
+            "[[slots]]\nid = 1\nkind = \"auto\"\nrecording = \"sometimes\"\ndriver = { type = \"sim\" }\n",
+            "hubd.toml:4: field `slots[0].recording` = \"sometimes\": unknown variant `sometimes`, expected `never` or `all`",
+        ),
+    ];
+    for (text, expect) in cases {
+        check_refused(text, &[], expect);
     }
 }

@@ -30,9 +30,10 @@ pub use validate::validate;
 
 /// The whole hubd configuration.
 ///
-/// Read through [`ConfigFile`], which takes each slot's `sip_password` out of
-/// `[[slots]]` into [`Config::sip_passwords`] (so [`SlotConfig`] stays what
-/// the control plane pushes and compares).
+/// Read through [`ConfigFile`], which takes each slot's `sip_password` and
+/// `recording` out of `[[slots]]` into [`Config::sip_passwords`] and
+/// [`Config::recording_policies`] (so [`SlotConfig`] stays what the control
+/// plane pushes and compares).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(from = "ConfigFile")]
 pub struct Config {
@@ -51,12 +52,19 @@ pub struct Config {
     /// The SIP user agent; absent: no slot registers anywhere.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sip: Option<SipSection>,
+    /// Call media: RTP ports, jitter buffer, recordings.
+    pub media: MediaSection,
     /// The slots this hub owns.
     pub slots: Vec<SlotConfig>,
     /// Each slot's SIP password from the file (`sip_password` in its
     /// `[[slots]]` entry), by slot id. Never written back out.
     #[serde(skip)]
     pub sip_passwords: BTreeMap<SlotId, String>,
+    /// Each slot's recording policy from the file (`recording` in its
+    /// `[[slots]]` entry), by slot id; a slot not listed records
+    /// [`RecordingPolicy::Never`]. See [`Config::recording_policy`].
+    #[serde(skip)]
+    pub recording_policies: BTreeMap<SlotId, RecordingPolicy>,
 }
 
 /// The file's shape of [`Config`]: the same sections, with `[[slots]]`
@@ -71,10 +79,12 @@ struct ConfigFile {
     supervisor: SupervisorSection,
     modems: ModemsSection,
     sip: Option<SipSection>,
+    media: MediaSection,
     slots: Vec<SlotEntry>,
 }
 
-/// A `[[slots]]` entry as written: [`SlotConfig`] plus `sip_password`.
+/// A `[[slots]]` entry as written: [`SlotConfig`] plus `sip_password` and
+/// `recording`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SlotEntry {
@@ -89,17 +99,23 @@ struct SlotEntry {
     driver: DriverConfig,
     #[serde(default)]
     sip_password: Option<String>,
+    #[serde(default)]
+    recording: Option<RecordingPolicy>,
 }
 
 impl From<ConfigFile> for Config {
     fn from(file: ConfigFile) -> Config {
         let mut sip_passwords = BTreeMap::new();
+        let mut recording_policies = BTreeMap::new();
         let slots = file
             .slots
             .into_iter()
             .map(|slot| {
                 if let Some(password) = slot.sip_password {
                     sip_passwords.insert(slot.id, password);
+                }
+                if let Some(policy) = slot.recording {
+                    recording_policies.insert(slot.id, policy);
                 }
                 SlotConfig {
                     id: slot.id,
@@ -119,8 +135,10 @@ impl From<ConfigFile> for Config {
             supervisor: file.supervisor,
             modems: file.modems,
             sip: file.sip,
+            media: file.media,
             slots,
             sip_passwords,
+            recording_policies,
         }
     }
 }
@@ -173,6 +191,130 @@ impl SipSection {
             (None, None) => "localhost".to_owned(),
         }
     }
+}
+
+/// `[media]`: the media of bridged calls (RTP, jitter buffer, recordings).
+///
+/// Read by the call bridge through [`crate::supervisor::MediaContext`],
+/// built once at start from this section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaSection {
+    /// UDP ports RTP sessions take, as `FIRST-LAST` (inclusive): an even
+    /// first port (RTP on even ports, RTCP on the odd one above), at least
+    /// two ports, all within 1024–65535.
+    pub rtp_ports: String,
+    /// Audio the jitter buffer holds before playout starts, ms: a multiple
+    /// of 20 (one RTP packet), 20–180.
+    pub jitter_ms: u32,
+    /// Where call recordings are written; absent: `<hub.data_dir>/recordings`.
+    /// Created (mode 0750) at start when missing; interrupted recordings in
+    /// it are repaired at start.
+    pub recordings_dir: Option<PathBuf>,
+    /// Target bitrate of a recording (both legs together), kbit/s, 6–510.
+    pub recording_bitrate_kbps: u32,
+    /// libopus complexity of recordings, 0 (cheapest) to 10.
+    pub recording_complexity: u8,
+}
+
+impl Default for MediaSection {
+    fn default() -> Self {
+        let rtp = crate::media::rtp_session::RtpConfig::default();
+        let recording = crate::media::recording::RecordingConfig::default();
+        MediaSection {
+            rtp_ports: "16384-32767".to_owned(),
+            jitter_ms: u32::from(rtp.jitter.target_depth) * FRAME_MS,
+            recordings_dir: None,
+            recording_bitrate_kbps: u32::try_from(recording.bitrate_bps / 1_000).unwrap_or(24),
+            recording_complexity: u8::try_from(recording.complexity).unwrap_or(3),
+        }
+    }
+}
+
+/// One RTP packet's audio, ms.
+const FRAME_MS: u32 = 20;
+
+impl MediaSection {
+    /// `rtp_ports` as its first and last port, or why it is not a usable range.
+    pub fn rtp_port_bounds(&self) -> Result<(u16, u16), String> {
+        let (first, last) = self
+            .rtp_ports
+            .split_once('-')
+            .ok_or_else(|| "must be FIRST-LAST, e.g. \"16384-32767\"".to_owned())?;
+        let port = |text: &str| {
+            text.trim()
+                .parse::<u16>()
+                .map_err(|_| format!("{:?} is not a port number", text.trim()))
+        };
+        let (first, last) = (port(first)?, port(last)?);
+        if first < 1024 {
+            return Err(format!(
+                "ports must be within 1024-65535 (first is {first})"
+            ));
+        }
+        if !first.is_multiple_of(2) {
+            return Err(format!(
+                "the first port must be even (RTP on even ports), not {first}"
+            ));
+        }
+        if last < first {
+            return Err(format!(
+                "the last port ({last}) is below the first ({first})"
+            ));
+        }
+        if last == first {
+            return Err("must hold at least 2 ports (RTP and RTCP)".to_owned());
+        }
+        Ok((first, last))
+    }
+
+    /// The shared pool of RTP ports, or why `rtp_ports` is not a usable range.
+    pub fn port_range(
+        &self,
+    ) -> Result<std::sync::Arc<crate::media::rtp_session::PortRange>, String> {
+        let (first, last) = self.rtp_port_bounds()?;
+        crate::media::rtp_session::PortRange::new(first, last).map_err(|e| e.to_string())
+    }
+
+    /// RTP session settings: [`RtpConfig`](crate::media::rtp_session::RtpConfig)'s
+    /// defaults with this section's jitter buffer depth.
+    pub fn rtp_config(&self) -> crate::media::rtp_session::RtpConfig {
+        let mut config = crate::media::rtp_session::RtpConfig::default();
+        let depth = u16::try_from(self.jitter_ms / FRAME_MS).unwrap_or(u16::MAX);
+        config.jitter.target_depth = depth.max(1);
+        config.jitter.max_depth = config.jitter.max_depth.max(config.jitter.target_depth + 1);
+        config
+    }
+
+    /// Recording encoder settings: the defaults with this section's bitrate
+    /// and complexity.
+    pub fn recording_config(&self) -> crate::media::recording::RecordingConfig {
+        crate::media::recording::RecordingConfig {
+            bitrate_bps: i32::try_from(self.recording_bitrate_kbps.saturating_mul(1_000))
+                .unwrap_or(i32::MAX),
+            complexity: i32::from(self.recording_complexity),
+            ..crate::media::recording::RecordingConfig::default()
+        }
+    }
+
+    /// Where recordings go: `recordings_dir`, else `<data_dir>/recordings`.
+    pub fn recordings_dir(&self, hub: &HubSection) -> PathBuf {
+        self.recordings_dir
+            .clone()
+            .unwrap_or_else(|| hub.data_dir.join("recordings"))
+    }
+}
+
+/// Which of a slot's calls are recorded (`recording` in `[[slots]]`; per
+/// campaign later).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordingPolicy {
+    /// No call is recorded.
+    #[default]
+    Never,
+    /// Every call is recorded.
+    All,
 }
 
 /// `[hub]`
@@ -488,6 +630,14 @@ impl SlotConfig {
 }
 
 impl Config {
+    /// The recording policy of slot `id`: its `recording`, else `never`.
+    pub fn recording_policy(&self, id: SlotId) -> RecordingPolicy {
+        self.recording_policies
+            .get(&id)
+            .copied()
+            .unwrap_or_default()
+    }
+
     /// Loads `path`, applies `HUBD__…` overrides from `vars`, and validates.
     pub fn load(
         path: &Path,

@@ -216,6 +216,7 @@ pub fn validate(config: &Config, origin: &str) -> Result<(), ConfigError> {
     if let Some(sip) = &config.sip {
         validate_sip(sip, &invalid)?;
     }
+    validate_media(&config.media, &invalid)?;
     for (i, slot) in config.slots.iter().enumerate() {
         if let Some(password) = config.sip_passwords.get(&slot.id)
             && (password.is_empty() || password.chars().any(char::is_control))
@@ -297,6 +298,51 @@ fn validate_sip(
             "sip.max_auth_failures".into(),
             sip.max_auth_failures.to_string(),
             "must be between 1 and 100".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks `[media]`.
+fn validate_media(
+    media: &super::MediaSection,
+    invalid: &impl Fn(String, String, String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    if let Err(why) = media.port_range() {
+        return Err(invalid(
+            "media.rtp_ports".into(),
+            format!("{:?}", media.rtp_ports),
+            why,
+        ));
+    }
+    if !(20..=180).contains(&media.jitter_ms) || !media.jitter_ms.is_multiple_of(20) {
+        return Err(invalid(
+            "media.jitter_ms".into(),
+            media.jitter_ms.to_string(),
+            "must be a multiple of 20 (one RTP packet) between 20 and 180".into(),
+        ));
+    }
+    if let Some(dir) = &media.recordings_dir
+        && dir.as_os_str().is_empty()
+    {
+        return Err(invalid(
+            "media.recordings_dir".into(),
+            "\"\"".into(),
+            "must be a directory path, e.g. /var/lib/hubd/recordings, or be left out".into(),
+        ));
+    }
+    if !(6..=510).contains(&media.recording_bitrate_kbps) {
+        return Err(invalid(
+            "media.recording_bitrate_kbps".into(),
+            media.recording_bitrate_kbps.to_string(),
+            "must be between 6 and 510 kbit/s (Opus's range)".into(),
+        ));
+    }
+    if media.recording_complexity > 10 {
+        return Err(invalid(
+            "media.recording_complexity".into(),
+            media.recording_complexity.to_string(),
+            "must be between 0 (cheapest) and 10".into(),
         ));
     }
     Ok(())

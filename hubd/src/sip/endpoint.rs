@@ -11,8 +11,10 @@
 //! request is not a slot's number (F-09 puts the number to dial there), so
 //! it never refuses a request for its user.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -86,6 +88,77 @@ pub enum SipError {
 
 type Routes = HashMap<String, mpsc::UnboundedSender<Response>>;
 
+/// What the endpoint counts, rendered on `/metrics`. Counting only: nothing
+/// here changes what is sent or decided.
+#[derive(Debug, Default)]
+pub struct SipMetrics {
+    /// REGISTER datagrams sent, retransmissions and unregistrations included.
+    register_sent: AtomicU64,
+    /// 401/407 answers to a REGISTER that carried credentials, and 403s.
+    auth_failures: AtomicU64,
+    /// REGISTER transactions that got no answer before timer F.
+    register_timeouts: AtomicU64,
+    /// Whether each slot's SIP number is registered now, by number.
+    registered: Mutex<BTreeMap<String, bool>>,
+}
+
+/// Sets a slot's `hubd_sip_registered` to 0 when dropped.
+struct RegisteredGauge<'a> {
+    metrics: &'a SipMetrics,
+    user: &'a str,
+}
+
+impl Drop for RegisteredGauge<'_> {
+    fn drop(&mut self) {
+        self.metrics.set_registered(self.user, false);
+    }
+}
+
+impl SipMetrics {
+    fn set_registered(&self, user: &str, registered: bool) {
+        lock(&self.registered).insert(user.to_owned(), registered);
+    }
+
+    /// Appends the SIP series to `out` in Prometheus text format.
+    pub fn render(&self, out: &mut String) {
+        for (name, help, value) in [
+            (
+                "hubd_sip_register_sent_total",
+                "REGISTER requests sent, retransmissions and unregistrations included.",
+                &self.register_sent,
+            ),
+            (
+                "hubd_sip_auth_failures_total",
+                "Credentials the registrar refused: 401/407 to a REGISTER that carried them, or 403.",
+                &self.auth_failures,
+            ),
+            (
+                "hubd_sip_register_timeouts_total",
+                "REGISTER transactions the registrar did not answer in time (timer F).",
+                &self.register_timeouts,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                value.load(Ordering::Relaxed)
+            );
+        }
+        let registered = lock(&self.registered);
+        let _ = writeln!(
+            out,
+            "# HELP hubd_sip_registered Whether a slot's SIP number is registered (1) or not (0), by number.\n# TYPE hubd_sip_registered gauge"
+        );
+        for (number, registered) in registered.iter() {
+            let _ = writeln!(
+                out,
+                "hubd_sip_registered{{slot=\"{number}\"}} {}",
+                u8::from(*registered)
+            );
+        }
+    }
+}
+
 /// The hub's SIP user agent (one per hub, shared by every slot).
 #[derive(Debug)]
 pub struct SipUa {
@@ -94,6 +167,7 @@ pub struct SipUa {
     config: UaConfig,
     /// Branch of a registration's transaction → that registration's task.
     routes: Mutex<Routes>,
+    metrics: Arc<SipMetrics>,
 }
 
 /// One slot's registration, driven by its own task.
@@ -112,6 +186,15 @@ impl SipUa {
     /// Binds the socket and starts answering; `stop` ends the receive task
     /// (cancel it after the slots unregistered).
     pub async fn bind(config: UaConfig, stop: CancellationToken) -> Result<Arc<SipUa>, SipError> {
+        Self::bind_with_metrics(config, stop, Arc::default()).await
+    }
+
+    /// [`SipUa::bind`], counting into `metrics`.
+    pub async fn bind_with_metrics(
+        config: UaConfig,
+        stop: CancellationToken,
+        metrics: Arc<SipMetrics>,
+    ) -> Result<Arc<SipUa>, SipError> {
         let bind_error = |source| SipError::Bind {
             addr: config.listen,
             source,
@@ -131,6 +214,7 @@ impl SipUa {
             advertised,
             config,
             routes: Mutex::new(HashMap::new()),
+            metrics,
         });
         let receiver = ua.clone();
         tokio::spawn(async move {
@@ -165,10 +249,15 @@ impl SipUa {
         let seed = getrandom::u64().unwrap_or_else(|_| {
             u64::from(std::process::id()) ^ tokio::time::Instant::now().elapsed().as_nanos() as u64
         });
+        let user = config.user.clone();
+        self.metrics.set_registered(&user, false);
         let registration = Registration::new(config, seed, std::time::Instant::now());
         let (events_tx, events) = mpsc::unbounded_channel();
         let (unregister_tx, unregister_rx) = oneshot::channel();
-        let task = tokio::spawn(self.clone().drive(registration, events_tx, unregister_rx));
+        let task = tokio::spawn(
+            self.clone()
+                .drive(registration, user, events_tx, unregister_rx),
+        );
         RegistrationHandle {
             events,
             unregister: Some(unregister_tx),
@@ -180,15 +269,29 @@ impl SipUa {
     async fn drive(
         self: Arc<Self>,
         mut registration: Registration,
+        user: String,
         events: mpsc::UnboundedSender<RegistrationEvent>,
         mut unregister: oneshot::Receiver<()>,
     ) {
         let (responses_tx, mut responses) = mpsc::unbounded_channel();
         let mut branch: Option<String> = None;
         let mut unregistering = false;
+        // Whether the REGISTER on the wire carries credentials (counting only).
+        let mut with_credentials = false;
+        // The slot counts as unregistered once this task ends, even aborted.
+        let _registered = RegisteredGauge {
+            metrics: &self.metrics,
+            user: &user,
+        };
         loop {
             while let Some(transmit) = registration.poll_transmit() {
                 if branch.as_deref() != Some(transmit.branch.as_str()) {
+                    with_credentials = matches!(
+                        message::parse(&transmit.bytes),
+                        Ok(Message::Request(request))
+                            if request.headers.get("Authorization").is_some()
+                                || request.headers.get("Proxy-Authorization").is_some()
+                    );
                     let mut routes = lock(&self.routes);
                     if let Some(old) = branch.take() {
                         routes.remove(&old);
@@ -196,11 +299,16 @@ impl SipUa {
                     routes.insert(transmit.branch.clone(), responses_tx.clone());
                     branch = Some(transmit.branch.clone());
                 }
-                if let Err(e) = self.socket.send_to(&transmit.bytes, transmit.to).await {
-                    tracing::debug!(to = %transmit.to, error = %e, "REGISTER not sent");
+                match self.socket.send_to(&transmit.bytes, transmit.to).await {
+                    Ok(_) => {
+                        self.metrics.register_sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => tracing::debug!(to = %transmit.to, error = %e, "REGISTER not sent"),
                 }
             }
             while let Some(event) = registration.poll_event() {
+                self.metrics
+                    .set_registered(&user, matches!(event, RegistrationEvent::Registered { .. }));
                 let _ = events.send(event);
             }
             if registration.is_over() {
@@ -211,10 +319,20 @@ impl SipUa {
                 .map(tokio::time::Instant::from_std);
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
+                    let before = registration.branch().map(str::to_owned);
                     registration.handle_timeout(std::time::Instant::now());
+                    // Only timer F ends a transaction on a timeout.
+                    if before.is_some() && registration.branch() != before.as_deref() {
+                        self.metrics.register_timeouts.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
                 response = responses.recv() => {
                     if let Some(response) = response {
+                        if (with_credentials && matches!(response.status, 401 | 407))
+                            || response.status == 403
+                        {
+                            self.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
+                        }
                         registration.handle_response(std::time::Instant::now(), &response);
                     }
                 }

@@ -29,7 +29,9 @@ use vss_shared::{SipNumber, SlotEvent, SlotId, SlotState};
 
 pub use backoff::Backoff;
 pub use reconcile::{DesiredSlot, ReconcileReport};
-pub use slot::{SipContext, SlotCell, SlotCommand, SlotContext, SlotRefusal, SlotReply, SlotView};
+pub use slot::{
+    MediaContext, SipContext, SlotCell, SlotCommand, SlotContext, SlotRefusal, SlotReply, SlotView,
+};
 
 use crate::config::SlotConfig;
 use crate::device::sim::SplitMix64;

@@ -107,6 +107,69 @@ pub struct SlotContext {
     /// The SIP user agent, when `[sip]` is configured: slots are READY only
     /// while their SIP number is registered.
     pub sip: Option<SipContext>,
+    /// Call media settings and the shared RTP port pool, for the call bridge.
+    pub media: MediaContext,
+}
+
+/// What a slot's calls need for their media, built once at start from
+/// `[media]` and the slots' `recording` policies.
+#[derive(Debug, Clone)]
+pub struct MediaContext {
+    ports: Arc<crate::media::rtp_session::PortRange>,
+    rtp: crate::media::rtp_session::RtpConfig,
+    recording: crate::media::recording::RecordingConfig,
+    recordings_dir: std::path::PathBuf,
+    policies: Arc<std::collections::BTreeMap<vss_shared::SlotId, crate::config::RecordingPolicy>>,
+}
+
+impl MediaContext {
+    /// The media settings of `config` (already validated: a bad
+    /// `media.rtp_ports` is reported as that field).
+    pub fn from_config(
+        config: &crate::config::Config,
+    ) -> Result<MediaContext, crate::config::ConfigError> {
+        let media = &config.media;
+        let ports = media
+            .port_range()
+            .map_err(|why| crate::config::ConfigError::Invalid {
+                origin: "config".into(),
+                field: "media.rtp_ports".into(),
+                value: format!("{:?}", media.rtp_ports),
+                why,
+            })?;
+        Ok(MediaContext {
+            ports,
+            rtp: media.rtp_config(),
+            recording: media.recording_config(),
+            recordings_dir: media.recordings_dir(&config.hub),
+            policies: Arc::new(config.recording_policies.clone()),
+        })
+    }
+
+    /// The hub's RTP ports, shared by every call.
+    pub fn ports(&self) -> &Arc<crate::media::rtp_session::PortRange> {
+        &self.ports
+    }
+
+    /// RTP session settings (jitter buffer, DTMF timing).
+    pub fn rtp_config(&self) -> &crate::media::rtp_session::RtpConfig {
+        &self.rtp
+    }
+
+    /// How recordings are encoded.
+    pub fn recording_config(&self) -> &crate::media::recording::RecordingConfig {
+        &self.recording
+    }
+
+    /// Where recordings are written (created and repaired at start).
+    pub fn recordings_dir(&self) -> &std::path::Path {
+        &self.recordings_dir
+    }
+
+    /// Whether slot `id`'s calls are recorded.
+    pub fn recording_policy(&self, id: vss_shared::SlotId) -> crate::config::RecordingPolicy {
+        self.policies.get(&id).copied().unwrap_or_default()
+    }
 }
 
 /// What slots need to register with the PBX.
