@@ -304,6 +304,68 @@ on_both_backends! {
         assert_eq!(s.ingest_outbox("hub-a", &[odd], 5).await.unwrap(), Ingested { inserted: 1, slots_changed: 0 });
     }
 
+    async fn outbox_redelivery_overlapping_committed_rows_is_stored_once(db) {
+        let s = &db.store;
+        let a = centre(s, "Alpha").await;
+        s.create_hub(&a, "hub-a", "A").await.unwrap();
+        s.ingest_outbox("hub-a", &[], 0).await.unwrap();
+        // Payloads every text encoding must carry as they are, and a batch
+        // larger than one streaming chunk (1 MiB) on Postgres's COPY path.
+        let body = |seq: u64, tag: &str| {
+            format!("{{\"seq\":{seq},\"tag\":\"{tag}\",\"odd\":\"tab\\t nl\\n bs\\\\ \u{e9}\u{1f600} \t|\\N\",\"pad\":\"{}\"}}", "x".repeat(700))
+        };
+        let events = |seqs: std::ops::RangeInclusive<u64>, tag: &str| -> Vec<OutboxEvent> {
+            seqs.map(|seq| OutboxEvent { seq, kind: "cdr".into(), payload: body(seq, tag).into_bytes(), created_at_ms: seq as i64 }).collect()
+        };
+        let first = s.ingest_outbox("hub-a", &events(1..=2000, "first"), 2000).await.unwrap();
+        assert_eq!(first.inserted, 2000);
+        // A resend after a lost ack, overlapping the committed rows and going
+        // beyond them: only the new rows are stored, the old ones untouched.
+        let again = s.ingest_outbox("hub-a", &events(1001..=2500, "again"), 2500).await.unwrap();
+        assert_eq!(again.inserted, 500);
+        assert_eq!(s.sync_record("hub-a").await.unwrap().committed_seq, Some(2500));
+        let stored = s.hub_events("hub-a", 1, 10_000).await.unwrap();
+        assert_eq!(stored.len(), 2500);
+        for (i, (seq, kind, payload)) in stored.iter().enumerate() {
+            assert_eq!(*seq, i as u64 + 1);
+            assert_eq!(kind, "cdr");
+            assert_eq!(*payload, body(*seq, if *seq <= 2000 { "first" } else { "again" }));
+        }
+        // A payload that is not UTF-8 is stored lossily, not refused.
+        let odd = OutboxEvent { seq: 2501, kind: "cdr".into(), payload: vec![b'{', 0xff, b'}'], created_at_ms: 0 };
+        assert_eq!(s.ingest_outbox("hub-a", &[odd], 2501).await.unwrap().inserted, 1);
+        assert_eq!(s.hub_events("hub-a", 2501, 2501).await.unwrap()[0].2, "{\u{fffd}}");
+    }
+
+    async fn outbox_rows_already_stored_above_the_committed_seq_are_kept_once(db) {
+        // A row above the hub's committed seq can only come from outside the
+        // protocol (an operator lowering the record, an older instance): the
+        // batch that meets it still stores every other row exactly once.
+        let s = &db.store;
+        let a = centre(s, "Alpha").await;
+        s.create_hub(&a, "hub-a", "A").await.unwrap();
+        s.create_hub(&a, "hub-b", "B").await.unwrap();
+        let cdr = |seq: u64| OutboxEvent { seq, kind: "cdr".into(), payload: format!("{{\"n\":{seq}}}").into_bytes(), created_at_ms: 0 };
+        s.ingest_outbox("hub-a", &[], 0).await.unwrap();
+        assert_eq!(s.ingest_outbox("hub-a", &(1..=10).map(cdr).collect::<Vec<_>>(), 10).await.unwrap().inserted, 10);
+        control_plane::on_pool!(s.pool(), |p| {
+            sqlx::query("INSERT INTO hub_events (hub_id, seq, kind, payload, created_at_ms, received_at_ms) VALUES ('hub-a', 15, 'cdr', 'kept', 0, 0)")
+                .execute(p)
+                .await
+                .unwrap();
+        });
+        let done = s.ingest_outbox("hub-a", &(11..=20).map(cdr).collect::<Vec<_>>(), 20).await.unwrap();
+        assert_eq!(done.inserted, 9);
+        assert_eq!(s.sync_record("hub-a").await.unwrap().committed_seq, Some(20));
+        let stored = s.hub_events("hub-a", 1, 100).await.unwrap();
+        assert_eq!(stored.iter().map(|e| e.0).collect::<Vec<_>>(), (1..=20).collect::<Vec<_>>());
+        assert_eq!(stored[14].2, "kept");
+        // The same seqs of another hub are that hub's own rows.
+        s.ingest_outbox("hub-b", &[], 0).await.unwrap();
+        assert_eq!(s.ingest_outbox("hub-b", &(1..=20).map(cdr).collect::<Vec<_>>(), 20).await.unwrap().inserted, 20);
+        assert_eq!(s.hub_events("hub-a", 1, 100).await.unwrap().len(), 20);
+    }
+
     async fn enrollment_tokens_are_single_use_and_expire(db) {
         let s = &db.store;
         let a = centre(s, "Alpha").await;

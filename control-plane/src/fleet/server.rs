@@ -690,7 +690,7 @@ impl Fleet {
         send: &mut quinn::SendStream,
         recv: &mut quinn::RecvStream,
         decoder: &mut FrameDecoder<HubMessage>,
-        mut inbox: Vec<HubMessage>,
+        inbox: Vec<HubMessage>,
         hub_id: &str,
         hello: &vss_shared::sync::Hello,
         session: &Session,
@@ -738,10 +738,55 @@ impl Fleet {
         }
         let mut pushed = hello.config_revision;
         self.deliver_config(send, hub_id, &mut pushed).await?;
+        // At most one commit in flight, in seq order; what arrives meanwhile
+        // waits in `pending` and goes in the next one. Every exit waits for
+        // the commit in flight: one ingest per hub (see `register`).
+        let mut committing: Option<Committing> = None;
+        let outcome = self
+            .stream(
+                connection,
+                send,
+                recv,
+                decoder,
+                inbox,
+                hub_id,
+                session,
+                shutdown,
+                &mut ingest,
+                &mut pushed,
+                &mut delivered,
+                &mut committing,
+            )
+            .await;
+        if let Some(commit) = committing.take() {
+            let (_, result) = commit.await;
+            if let Err(e) = result {
+                tracing::info!(hub_id, error = %e, "the last commit of a closing session failed");
+            }
+        }
+        outcome
+    }
+
+    /// The session's main loop: batches in, commits, acks, commands and
+    /// configuration out.
+    #[allow(clippy::too_many_arguments)]
+    async fn stream(
+        &self,
+        connection: &quinn::Connection,
+        send: &mut quinn::SendStream,
+        recv: &mut quinn::RecvStream,
+        decoder: &mut FrameDecoder<HubMessage>,
+        mut inbox: Vec<HubMessage>,
+        hub_id: &str,
+        session: &Session,
+        shutdown: CancellationToken,
+        ingest: &mut Ingest,
+        pushed: &mut Option<u64>,
+        delivered: &mut std::collections::HashSet<String>,
+        committing: &mut Option<Committing>,
+    ) -> Result<(), Close> {
+        let mut pending = Pending::default();
         loop {
-            // Consecutive batches are committed in one transaction: fewer
-            // commits (and fsyncs) when the hub has several batches in flight.
-            let mut pending = Pending::default();
             for message in inbox.drain(..) {
                 match message {
                     HubMessage::OutboxBatch(batch) => {
@@ -749,14 +794,33 @@ impl Fleet {
                         pending.add(received);
                     }
                     other => {
-                        self.commit(send, hub_id, &mut ingest, &mut pending).await?;
-                        self.handle(send, hub_id, &mut ingest, other).await?;
+                        // What came before `other` is committed before it is handled.
+                        if let Some(commit) = committing.take() {
+                            self.committed(send, ingest, commit.await).await?;
+                        }
+                        self.commit(send, hub_id, ingest, &mut pending).await?;
+                        self.handle(send, hub_id, ingest, other).await?;
                     }
                 }
             }
-            self.commit(send, hub_id, &mut ingest, &mut pending).await?;
+            // Consecutive batches are committed in one transaction, while the
+            // next ones are received and decoded.
+            if committing.is_none() {
+                *committing = self.start_commit(hub_id, &mut pending);
+            }
             tokio::select! {
-                chunk = recv.read_chunk(256 * 1024, true) => match chunk {
+                done = async {
+                    match committing.as_mut() {
+                        Some(commit) => commit.await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    *committing = None;
+                    self.committed(send, ingest, done).await?;
+                }
+                // Full only while a commit is in flight (else it was just
+                // handed to one), so that branch is never blocked by this one.
+                chunk = recv.read_chunk(256 * 1024, true), if pending.has_room() => match chunk {
                     Ok(Some(chunk)) => {
                         decoder.decode(&chunk.bytes, &mut inbox).map_err(|e| e.close())?;
                     }
@@ -774,10 +838,10 @@ impl Fleet {
                     return Err(Close::new(CloseCode::Normal, "control plane shutting down"));
                 }
                 () = session.commands.notified() => {
-                    self.deliver_commands(send, hub_id, &mut delivered).await?;
+                    self.deliver_commands(send, hub_id, delivered).await?;
                 }
                 () = session.config.notified() => {
-                    self.deliver_config(send, hub_id, &mut pushed).await?;
+                    self.deliver_config(send, hub_id, pushed).await?;
                 }
                 () = async { let _ = connection.closed().await; } => return Ok(()),
             }
@@ -890,21 +954,91 @@ impl Fleet {
 #[derive(Default)]
 struct Pending {
     events: Vec<OutboxEvent>,
+    /// Payload and kind bytes of `events`.
+    bytes: usize,
     first: Option<u64>,
     last: u64,
 }
+
+/// While a commit is in flight, the stream is read until this many events or
+/// bytes wait behind it (twice the window `hubd` uses), then QUIC flow
+/// control holds the hub back: a hub that ignores its window cannot make the
+/// control plane buffer without bound.
+const PENDING_MAX_EVENTS: usize = 131_072;
+const PENDING_MAX_BYTES: usize = 32 * 1024 * 1024;
 
 impl Pending {
     fn add(&mut self, received: vss_shared::sync::Received) {
         if let Some(seqs) = received.seqs() {
             self.first.get_or_insert(*seqs.start());
             self.last = *seqs.end();
+            self.bytes += received
+                .insert
+                .iter()
+                .map(|e| e.payload.len() + e.kind.len())
+                .sum::<usize>();
             self.events.extend(received.insert);
         }
     }
+
+    /// Whether more may be read while a commit is in flight.
+    fn has_room(&self) -> bool {
+        self.events.len() < PENDING_MAX_EVENTS && self.bytes < PENDING_MAX_BYTES
+    }
 }
 
+/// A commit in flight: the seqs it covers and how it ended.
+type Committing = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = (
+                    std::ops::RangeInclusive<u64>,
+                    Result<crate::store::ingest::Ingested, crate::store::StoreError>,
+                ),
+            > + Send,
+    >,
+>;
+
 impl Fleet {
+    /// Starts committing `pending` (emptied) in one transaction; `None` when
+    /// it holds nothing.
+    fn start_commit(&self, hub_id: &str, pending: &mut Pending) -> Option<Committing> {
+        let first = pending.first.take()?;
+        let last = pending.last;
+        let events = std::mem::take(&mut pending.events);
+        pending.bytes = 0;
+        let store = self.store.clone();
+        let hub_id = hub_id.to_owned();
+        Some(Box::pin(async move {
+            let result = store.ingest_outbox(&hub_id, &events, last).await;
+            (first..=last, result)
+        }))
+    }
+
+    /// A commit ended: on success, sends the `Ack` it earned.
+    async fn committed(
+        &self,
+        send: &mut quinn::SendStream,
+        ingest: &mut Ingest,
+        (seqs, result): (
+            std::ops::RangeInclusive<u64>,
+            Result<crate::store::ingest::Ingested, crate::store::StoreError>,
+        ),
+    ) -> Result<(), Close> {
+        result.map_err(|e| {
+            Close::new(
+                CloseCode::Normal,
+                format!("control plane store failed: {e}"),
+            )
+        })?;
+        if let Some(ack) = ingest.committed(seqs).map_err(|e| e.close())? {
+            write(send, &ControlMessage::Ack(ack))
+                .await
+                .map_err(|e| Close::new(CloseCode::Normal, e))?;
+        }
+        Ok(())
+    }
+
     /// Commits `pending` in one transaction, then sends the `Ack`.
     async fn commit(
         &self,
@@ -917,6 +1051,7 @@ impl Fleet {
             return Ok(());
         };
         let events = std::mem::take(&mut pending.events);
+        pending.bytes = 0;
         self.store
             .ingest_outbox(hub_id, &events, pending.last)
             .await

@@ -15,6 +15,10 @@ const SQLITE: &[(i64, &str)] = &[
         3,
         include_str!("../../migrations/sqlite/0003_hub_config.sql"),
     ),
+    (
+        4,
+        include_str!("../../migrations/sqlite/0004_hub_events_no_fk.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_init.sql")),
@@ -25,6 +29,10 @@ const POSTGRES: &[(i64, &str)] = &[
     (
         3,
         include_str!("../../migrations/postgres/0003_hub_config.sql"),
+    ),
+    (
+        4,
+        include_str!("../../migrations/postgres/0004_hub_events_no_fk.sql"),
     ),
 ];
 

@@ -4,9 +4,12 @@
 //! Per connection: mutual TLS with the enrolled certificate, one
 //! bidirectional stream, `Hello` with the outbox's range, `Welcome` with the
 //! control plane's committed seq, then batches out (bounded by
-//! `OutboxSender`'s window) and acks in. An ack is written to the store
-//! (`Write::Ack`) before anything relies on it, and acknowledged rows are
-//! pruned in the background. Any error ends the connection; the task waits
+//! `OutboxSender`'s window) and acks in. Acks are written to the store
+//! (`Write::Ack`) at most every `ACK_RECORD` and always before a prune or the
+//! end of the session: only pruning relies on them (resending starts from the
+//! control plane's committed seq), and each write scans the acknowledged,
+//! unpruned rows, so one per ack made a catch-up quadratic. Acknowledged rows
+//! are pruned in the background. Any error ends the connection; the task waits
 //! a jittered, growing delay (1–30 s) and connects again. `Hello` names the
 //! configuration revision the hub runs; a `ConfigPush` is applied (see
 //! `sync::config`) and answered with `ConfigApplied`. Losing the control
@@ -38,6 +41,8 @@ const HEARTBEAT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(50);
 /// How often acknowledged rows are pruned.
 const PRUNE: Duration = Duration::from_secs(5);
+/// How often the acknowledged seq is written to the store.
+const ACK_RECORD: Duration = Duration::from_secs(1);
 /// How long connecting and the handshake may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -107,22 +112,29 @@ async fn run(
     };
     let mut backoff = Backoff::new(BackoffConfig::default());
     // A wider window than the protocol's default: the control plane commits
-    // the batches it has in hand in one transaction, so more in flight means
-    // fewer commits during a catch-up.
+    // the batches it has in hand in one transaction while it receives the
+    // next ones, so more in flight means fewer commits during a catch-up and
+    // a hub that keeps sending while one commits.
     let mut sender = OutboxSender::new(SenderConfig {
-        max_events_in_flight: 16_384,
-        max_bytes_in_flight: 8 * 1024 * 1024,
+        max_events_in_flight: 65_536,
+        max_bytes_in_flight: 16 * 1024 * 1024,
         max_batch_events: 1024,
         max_batch_bytes: 1024 * 1024,
         ..SenderConfig::default()
     });
     let mut seed = seed();
+    // The acknowledged seq last written to the store.
+    let mut recorded = 0u64;
     loop {
         let started = Instant::now();
         let outcome = tokio::select! {
-            outcome = session(&identity, &store, &db_path, &status, config.as_deref(), &mut sender, &mut executor, &mut unsent, &shutdown) => outcome,
+            outcome = session(&identity, &store, &db_path, &status, config.as_deref(), &mut sender, &mut recorded, &mut executor, &mut unsent, &shutdown) => outcome,
             () = shutdown.cancelled() => Ok(()),
         };
+        // Whatever the session left unwritten (losing it only means resending).
+        if let Err(e) = store_acks(&store, sender.acked(), &mut recorded).await {
+            tracing::warn!(error = %e, "cannot record the acknowledged seq");
+        }
         sender.disconnected();
         status
             .connected
@@ -192,19 +204,22 @@ async fn send(stream: &mut quinn::SendStream, message: &HubMessage) -> Result<()
         .map_err(|e| SyncError::Connect(e.to_string()))
 }
 
-async fn record_ack(
-    store: &StoreHandle,
-    status: &SyncStatus,
-    outcome: AckOutcome,
-) -> Result<(), SyncError> {
+fn record_ack(status: &SyncStatus, outcome: AckOutcome) {
     if let AckOutcome::Advanced { through } = outcome {
-        store
-            .write(Write::Ack { up_to: through })
-            .await
-            .map_err(|e| SyncError::Protocol(format!("store: {e}")))?;
         status
             .acked_seq
             .store(through, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Writes the acknowledged seq to the store if it moved since `recorded`.
+async fn store_acks(store: &StoreHandle, acked: u64, recorded: &mut u64) -> Result<(), SyncError> {
+    if acked > *recorded {
+        store
+            .write(Write::Ack { up_to: acked })
+            .await
+            .map_err(|e| SyncError::Protocol(format!("store: {e}")))?;
+        *recorded = acked;
     }
     Ok(())
 }
@@ -217,6 +232,7 @@ async fn session(
     status: &SyncStatus,
     applier: Option<&ConfigApplier>,
     sender: &mut OutboxSender,
+    recorded: &mut u64,
     executor: &mut Executor,
     unsent: &mut Vec<CommandResult>,
     shutdown: &CancellationToken,
@@ -274,6 +290,7 @@ async fn session(
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
     let mut poll = tokio::time::interval(POLL);
     let mut prune = tokio::time::interval(PRUNE);
+    let mut ack_record = tokio::time::interval(ACK_RECORD);
     let mut pruned_through = 0u64;
     let clock = Instant::now();
     loop {
@@ -283,7 +300,7 @@ async fn session(
                     let outcome = sender
                         .on_welcome(&welcome)
                         .map_err(|e| SyncError::Protocol(e.to_string()))?;
-                    record_ack(store, status, outcome).await?;
+                    record_ack(status, outcome);
                     status
                         .connected
                         .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -305,7 +322,7 @@ async fn session(
                     let outcome = sender
                         .on_ack(&ack)
                         .map_err(|e| SyncError::Protocol(e.to_string()))?;
-                    record_ack(store, status, outcome).await?;
+                    record_ack(status, outcome);
                 }
                 ControlMessage::HeartbeatAck(_) => {}
                 ControlMessage::Close(close) => {
@@ -371,13 +388,15 @@ async fn session(
                 send(&mut out, &HubMessage::Heartbeat(Heartbeat { sent_at_ms })).await?;
             }
             _ = poll.tick() => {}
+            _ = ack_record.tick() => store_acks(store, sender.acked(), recorded).await?,
             _ = prune.tick() => {
-                if sender.acked() > pruned_through {
+                store_acks(store, sender.acked(), recorded).await?;
+                if *recorded > pruned_through {
                     store
                         .write(Write::PruneAcked)
                         .await
                         .map_err(|e| SyncError::Protocol(format!("store: {e}")))?;
-                    pruned_through = sender.acked();
+                    pruned_through = *recorded;
                 }
             }
             () = shutdown.cancelled() => {
