@@ -15,8 +15,10 @@ use std::time::{Duration, Instant};
 pub mod control_plane;
 pub mod kamailio;
 pub mod modem;
+pub mod sipp;
 pub mod sshd;
 pub mod sync_client;
+pub mod tone;
 pub mod udp_proxy;
 
 /// The `hubd` binary of this build: `$HUBD_BIN`, or `hubd` beside the test
