@@ -589,3 +589,37 @@ fn a_hub_cut_off_keeps_working_and_converges_when_the_link_returns(backend: Back
         },
     );
 }
+
+/// `POST /api/call/start` on the control plane: the command reaches the
+/// hub, the slot dials on its device (CALLING on the hub), and the command
+/// ends `done`.
+#[test]
+fn start_call_through_the_control_plane_dials_on_the_slot() {
+    let w = world(Backend::Sqlite, "hub-call", false);
+    let (_hub, _api) = w.start_hub(&[]);
+    let cp_slot = |n: i64| {
+        w.slot(n)
+            .and_then(|s| s["id"].as_i64())
+            .expect("slot listed")
+    };
+    wait_for("slot 1 free", Duration::from_secs(60), || {
+        w.slot(1).filter(|s| s["status"] == "free").map(|_| ())
+    });
+    let (status, command) = w.api(
+        "POST",
+        "/api/call/start",
+        Some(&json!({ "slot_id": cp_slot(1), "phone_number": "+79161234567" })),
+    );
+    assert_eq!(status, 202, "{command}");
+    let id = command["id"].as_str().expect("command id").to_owned();
+    wait_for("start_call done", Duration::from_secs(60), || {
+        let status = command_status(&w, &id);
+        assert_ne!(status, "failed", "start_call failed");
+        (status == "done").then_some(())
+    });
+    assert!(
+        transitions_of(w.hub_dir.path(), 1).contains(&"CALLING".to_owned()),
+        "the slot dialled: {:?}",
+        transitions_of(w.hub_dir.path(), 1)
+    );
+}

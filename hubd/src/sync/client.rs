@@ -388,6 +388,10 @@ async fn session(
                 send(&mut out, &HubMessage::Heartbeat(Heartbeat { sent_at_ms })).await?;
             }
             _ = poll.tick() => {}
+            (id, outcome) = executor.next_finished() => {
+                let result = executor.complete(&id, outcome).await?;
+                send(&mut out, &HubMessage::CommandResult(result)).await?;
+            }
             _ = ack_record.tick() => store_acks(store, sender.acked(), recorded).await?,
             _ = prune.tick() => {
                 store_acks(store, sender.acked(), recorded).await?;
