@@ -167,6 +167,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             Some(SipContext {
                 ua,
                 file_passwords: Arc::new(config.sip_passwords.clone()),
+                incoming_destination: section.incoming_destination.clone(),
             })
         }
         None => None,

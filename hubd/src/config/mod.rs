@@ -166,6 +166,10 @@ pub struct SipSection {
     pub t1_ms: u64,
     /// Refused credentials in a row before the slot goes to FAULT.
     pub max_auth_failures: u32,
+    /// Where a call ringing on a slot's device goes (F-03): a SIP URI
+    /// (`sip:queue@pbx.example.com`), sent through the first registrar.
+    /// Absent: calls ringing on the device are not bridged to SIP.
+    pub incoming_destination: Option<String>,
 }
 
 impl Default for SipSection {
@@ -178,6 +182,7 @@ impl Default for SipSection {
             expires_s: 300,
             t1_ms: 500,
             max_auth_failures: 3,
+            incoming_destination: None,
         }
     }
 }
@@ -726,6 +731,10 @@ mod sip_tests {
             (
                 "[sip]\nregistrars = [\"192.0.2.1:5060\"]\ndomain = \"a b\"\n",
                 "sip.domain",
+            ),
+            (
+                "[sip]\nregistrars = [\"192.0.2.1:5060\"]\nincoming_destination = \"queue\"\n",
+                "sip.incoming_destination",
             ),
             (
                 "[[slots]]\nid = 1\nkind = \"auto\"\nsip_password = \"\"\ndriver = { type = \"sim\" }\n",

@@ -300,7 +300,34 @@ fn validate_sip(
             "must be between 1 and 100".into(),
         ));
     }
+    if let Some(destination) = &sip.incoming_destination
+        && !valid_sip_uri(destination)
+    {
+        return Err(invalid(
+            "sip.incoming_destination".into(),
+            format!("{destination:?}"),
+            "must be a SIP URI with a user and a host, e.g. \"sip:queue@pbx.example.com\"".into(),
+        ));
+    }
     Ok(())
+}
+
+/// `sip:user@host` (or `sips:`), with no spaces, quotes or angle brackets.
+fn valid_sip_uri(uri: &str) -> bool {
+    let Some(rest) = uri
+        .strip_prefix("sip:")
+        .or_else(|| uri.strip_prefix("sips:"))
+    else {
+        return false;
+    };
+    let Some((user, host)) = rest.split_once('@') else {
+        return false;
+    };
+    !user.is_empty()
+        && !host.is_empty()
+        && !uri
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || "\"<>".contains(c))
 }
 
 /// Checks `[media]`.

@@ -1,15 +1,25 @@
 //! The hub's SIP endpoint: ONE UDP socket for every slot, a receive task
 //! that hands each response to the registration whose transaction it
-//! answers (by the top Via's branch) and answers requests itself, and one
-//! small task per slot driving its [`Registration`] core with real time.
+//! answers (by the top Via's branch) or to the call it belongs to (by
+//! Call-ID), hands each request of a call to that call, and answers the
+//! rest itself; one small task per slot driving its [`Registration`] core
+//! and one per call driving its [`Call`] core with real time.
+//!
+//! Calls: an INVITE with an unknown Call-ID becomes a [`Call::incoming`]
+//! for the slot whose extension is the request-URI user, else the To user
+//! (Kamailio rewrites the request-URI to the slot's Contact,
+//! `sip:6001@hub`); no such slot listening → `404`. The call's task hands
+//! the slot an [`IncomingCall`] (through the [`CallListener`] the slot's
+//! session holds) carrying a [`CallHandle`]: the bridge's side of the call
+//! (its [`CallEvent`]s in, [`CallAction`]s out). [`SipUa::invite`] places
+//! a call (F-03) and returns its handle directly.
 //!
 //! It owns the IO and nothing else: every protocol decision is in the
 //! sans-IO cores. It must never: panic on what arrives (bad datagrams are
 //! counted in the log and dropped), leave a request unanswered (OPTIONS gets
-//! 200, what is not handled yet gets 481/501), or let a slot's task
-//! outlive its [`RegistrationHandle`]. The request-URI user of an incoming
-//! request is not a slot's number (F-09 puts the number to dial there), so
-//! it never refuses a request for its user.
+//! 200, a request of no call 481, an INVITE for no slot 404, other methods
+//! 501), let a slot's task outlive its [`RegistrationHandle`], or let a
+//! call outlive its handle (a dropped [`CallHandle`] hangs the call up).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -23,6 +33,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::call::{self, Call, CallConfig, CallEvent, IncomingInvite, OutgoingCall};
 use super::message::{self, Message, Request, Response};
 use super::registration::{Registration, RegistrationConfig, RegistrationEvent};
 use super::transaction::Timers;
@@ -87,6 +98,98 @@ pub enum SipError {
 }
 
 type Routes = HashMap<String, mpsc::UnboundedSender<Response>>;
+
+/// Most incoming calls a slot's [`CallListener`] queues before the endpoint
+/// answers further INVITEs for it with `486`.
+const LISTENER_QUEUE: usize = 4;
+
+/// What the endpoint hands a call's task.
+#[derive(Debug)]
+enum CallInput {
+    /// A request with the call's Call-ID, and where it came from.
+    Request(Request, SocketAddr),
+    /// A response with the call's Call-ID.
+    Response(Response),
+}
+
+/// What the bridge asks of its call (see the [`Call`] method of the same name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallAction {
+    /// [`Call::ringing`]: `180`, or `183` with early media SDP.
+    Ringing(Option<Vec<u8>>),
+    /// [`Call::answer`]: `200 OK` with our SDP.
+    Answer(Vec<u8>),
+    /// [`Call::reject`]: a final error response.
+    Reject {
+        /// 300–699.
+        status: u16,
+        /// The reason phrase.
+        reason: String,
+    },
+    /// [`Call::hang_up`]: BYE, CANCEL or `480`, whatever fits.
+    HangUp,
+    /// [`Call::accept_reinvite`].
+    AcceptReInvite,
+    /// [`Call::refuse_reinvite`].
+    RefuseReInvite,
+}
+
+/// The bridge's side of one call. Dropping it hangs the call up.
+#[derive(Debug)]
+pub struct CallHandle {
+    call_id: String,
+    events: mpsc::UnboundedReceiver<CallEvent>,
+    actions: mpsc::UnboundedSender<CallAction>,
+}
+
+impl CallHandle {
+    /// The call's Call-ID.
+    pub fn call_id(&self) -> &str {
+        &self.call_id
+    }
+
+    /// The call's next event; `None` once the call is over. Cancel-safe.
+    pub async fn next_event(&mut self) -> Option<CallEvent> {
+        self.events.recv().await
+    }
+
+    /// Asks the call to do `action` (ignored, and logged, when the call is
+    /// over or the action does not fit its state).
+    pub fn act(&self, action: CallAction) {
+        let _ = self.actions.send(action);
+    }
+}
+
+/// An INVITE for a slot (F-09), for its session to bridge.
+#[derive(Debug)]
+pub struct IncomingCall {
+    /// What the INVITE asks.
+    pub invite: IncomingInvite,
+    /// The call.
+    pub handle: CallHandle,
+}
+
+/// A slot's incoming calls; the endpoint stops routing INVITEs to the slot
+/// when it is dropped.
+#[derive(Debug)]
+pub struct CallListener {
+    ua: Arc<SipUa>,
+    extension: String,
+    calls: mpsc::Receiver<IncomingCall>,
+}
+
+impl CallListener {
+    /// The next INVITE for the slot. Cancel-safe.
+    pub async fn next_call(&mut self) -> Option<IncomingCall> {
+        self.calls.recv().await
+    }
+}
+
+impl Drop for CallListener {
+    fn drop(&mut self) {
+        lock(&self.ua.listeners).remove(&self.extension);
+    }
+}
 
 /// What the endpoint counts, rendered on `/metrics`. Counting only: nothing
 /// here changes what is sent or decided.
@@ -167,6 +270,12 @@ pub struct SipUa {
     config: UaConfig,
     /// Branch of a registration's transaction → that registration's task.
     routes: Mutex<Routes>,
+    /// Call-ID → that call's task.
+    calls: Mutex<HashMap<String, mpsc::UnboundedSender<CallInput>>>,
+    /// A slot's extension → its session's listener.
+    listeners: Mutex<HashMap<String, mpsc::Sender<IncomingCall>>>,
+    /// Ends the receive task and every call's task.
+    stop: CancellationToken,
     metrics: Arc<SipMetrics>,
 }
 
@@ -214,6 +323,9 @@ impl SipUa {
             advertised,
             config,
             routes: Mutex::new(HashMap::new()),
+            calls: Mutex::new(HashMap::new()),
+            listeners: Mutex::new(HashMap::new()),
+            stop: stop.clone(),
             metrics,
         });
         let receiver = ua.clone();
@@ -229,6 +341,18 @@ impl SipUa {
     /// The address in Via and Contact.
     pub fn advertised_addr(&self) -> SocketAddr {
         self.advertised
+    }
+
+    /// The AOR domain (our From host).
+    pub fn domain(&self) -> &str {
+        &self.config.domain
+    }
+
+    /// The preferred registrar: where outgoing calls (F-03) are sent.
+    // TODO(next): follow the registration's failover (the registrar the
+    // slot is registered with now) instead of always the first.
+    pub fn outbound_proxy(&self) -> Option<SocketAddr> {
+        self.config.registrars.first().copied()
     }
 
     /// Starts registering `credentials`; the handle reports what happens.
@@ -348,7 +472,7 @@ impl SipUa {
     }
 
     /// The receive loop: responses to their registration, requests answered.
-    async fn receive(&self) {
+    async fn receive(self: &Arc<Self>) {
         let mut buffer = vec![0u8; 65_535];
         loop {
             let (n, from) = match self.socket.recv_from(&mut buffer).await {
@@ -368,7 +492,7 @@ impl SipUa {
             }
             match message::parse(datagram) {
                 Ok(Message::Response(response)) => self.route(response),
-                Ok(Message::Request(request)) => self.answer(&request, from).await,
+                Ok(Message::Request(request)) => self.request(request, from).await,
                 Err(e) => tracing::debug!(%from, error = %e, "unparseable SIP datagram dropped"),
             }
         }
@@ -383,11 +507,18 @@ impl SipUa {
             return;
         };
         let sender = lock(&self.routes).get(&branch).cloned();
-        match sender {
-            Some(sender) => {
+        let call = match (&sender, response.headers.call_id()) {
+            (None, Some(call_id)) => lock(&self.calls).get(call_id).cloned(),
+            _ => None,
+        };
+        match (sender, call) {
+            (Some(sender), _) => {
                 let _ = sender.send(response);
             }
-            None => tracing::debug!(
+            (None, Some(call)) => {
+                let _ = call.send(CallInput::Response(response));
+            }
+            (None, None) => tracing::debug!(
                 branch,
                 status = response.status,
                 "SIP response for no transaction"
@@ -395,7 +526,210 @@ impl SipUa {
         }
     }
 
-    /// Answers an incoming request (calls are not handled yet).
+    /// A request: to its call, a new call for an INVITE, else answered here.
+    async fn request(self: &Arc<Self>, request: Request, from: SocketAddr) {
+        let call = request
+            .headers
+            .call_id()
+            .and_then(|id| lock(&self.calls).get(id).cloned());
+        if let Some(call) = call {
+            if let Err(mpsc::error::SendError(CallInput::Request(request, from))) =
+                call.send(CallInput::Request(request, from))
+            {
+                // The call's task just ended: as if it were unknown.
+                self.answer(&request, from).await;
+            }
+            return;
+        }
+        if request.method == "INVITE" {
+            self.incoming(request, from).await;
+        } else {
+            self.answer(&request, from).await;
+        }
+    }
+
+    /// The slot an INVITE is for: the request-URI user, else the To user,
+    /// when a slot with that extension listens.
+    fn slot_of(&self, request: &Request) -> Option<(String, mpsc::Sender<IncomingCall>)> {
+        let listeners = lock(&self.listeners);
+        let to = request.headers.to().map(|to| to.uri.clone());
+        [Some(request.uri.as_str()), to.as_deref()]
+            .into_iter()
+            .flatten()
+            .filter_map(uri_user)
+            .find_map(|user| {
+                listeners
+                    .get(user)
+                    .map(|listener| (user.to_owned(), listener.clone()))
+            })
+    }
+
+    /// An INVITE with an unknown Call-ID (F-09).
+    async fn incoming(self: &Arc<Self>, request: Request, from: SocketAddr) {
+        let Some((extension, listener)) = self.slot_of(&request) else {
+            tracing::info!(uri = %request.uri, %from, "INVITE for no slot: 404");
+            if let Some(t) = call::answer_stateless(&request, from, 404, "Not Found") {
+                self.send(&t).await;
+            }
+            return;
+        };
+        let seed = call::random_seed().unwrap_or_else(|_| fallback_seed());
+        let config = self.call_config(extension);
+        match Call::incoming(config, from, request, seed, std::time::Instant::now()) {
+            Ok(call) => {
+                let (handle, task) = self.open_call(call.call_id().to_owned());
+                tokio::spawn(
+                    self.clone()
+                        .drive_call(call, task, Some((handle, listener))),
+                );
+            }
+            Err(refusal) => {
+                tracing::info!(%from, reason = refusal.reason, "INVITE refused");
+                if let Some(t) = refusal.transmit {
+                    self.send(&t).await;
+                }
+            }
+        }
+    }
+
+    /// Starts receiving slot `extension`'s incoming calls (one listener per
+    /// extension: a second replaces the first).
+    pub fn listen(self: &Arc<Self>, extension: &str) -> CallListener {
+        let (tx, calls) = mpsc::channel(LISTENER_QUEUE);
+        lock(&self.listeners).insert(extension.to_owned(), tx);
+        CallListener {
+            ua: self.clone(),
+            extension: extension.to_owned(),
+            calls,
+        }
+    }
+
+    /// Places a call from slot `extension` (F-03); the INVITE leaves at once.
+    pub fn invite(self: &Arc<Self>, extension: &str, outgoing: OutgoingCall) -> CallHandle {
+        let seed = call::random_seed().unwrap_or_else(|_| fallback_seed());
+        let call = Call::invite(
+            self.call_config(extension.to_owned()),
+            outgoing,
+            seed,
+            std::time::Instant::now(),
+        );
+        let (handle, task) = self.open_call(call.call_id().to_owned());
+        tokio::spawn(self.clone().drive_call(call, task, None));
+        handle
+    }
+
+    fn call_config(&self, extension: String) -> CallConfig {
+        CallConfig {
+            extension,
+            local: self.advertised,
+            timers: self.config.timers,
+        }
+    }
+
+    /// Routes `call_id` to a new call task; returns the bridge's handle and
+    /// the task's ends.
+    fn open_call(&self, call_id: String) -> (CallHandle, CallTaskEnds) {
+        let (inputs_tx, inputs) = mpsc::unbounded_channel();
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let (actions_tx, actions) = mpsc::unbounded_channel();
+        lock(&self.calls).insert(call_id.clone(), inputs_tx);
+        (
+            CallHandle {
+                call_id: call_id.clone(),
+                events,
+                actions: actions_tx,
+            },
+            CallTaskEnds {
+                call_id,
+                inputs,
+                events: events_tx,
+                actions,
+            },
+        )
+    }
+
+    /// Drives one call until it is over. An incoming call's handle goes to
+    /// the slot's `listener` with the [`CallEvent::IncomingInvite`]; when the
+    /// slot cannot take it, the INVITE gets `486`.
+    async fn drive_call(
+        self: Arc<Self>,
+        mut call: Call,
+        mut ends: CallTaskEnds,
+        mut pending: Option<(CallHandle, mpsc::Sender<IncomingCall>)>,
+    ) {
+        // Whether the bridge dropped its handle (the call was hung up then).
+        let mut abandoned = false;
+        loop {
+            while let Some(transmit) = call.poll_transmit() {
+                self.send(&transmit).await;
+            }
+            let now = std::time::Instant::now();
+            while let Some(event) = call.poll_event() {
+                match (event, pending.take()) {
+                    (CallEvent::IncomingInvite(invite), Some((handle, listener))) => {
+                        if let Err(e) = listener.try_send(IncomingCall { invite, handle }) {
+                            tracing::info!(error = %e, "slot cannot take the call: 486");
+                            let _ = call.reject(now, 486, "Busy Here");
+                        }
+                    }
+                    (event, still) => {
+                        pending = still;
+                        let _ = ends.events.send(event);
+                    }
+                }
+            }
+            while let Some(transmit) = call.poll_transmit() {
+                self.send(&transmit).await;
+            }
+            if call.is_over() {
+                break;
+            }
+            let deadline = call.next_deadline().map(tokio::time::Instant::from_std);
+            tokio::select! {
+                _ = self.stop.cancelled() => break,
+                _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
+                    call.handle_timeout(std::time::Instant::now());
+                }
+                input = ends.inputs.recv() => match input {
+                    Some(CallInput::Request(request, from)) => {
+                        call.handle_request(std::time::Instant::now(), from, &request);
+                    }
+                    Some(CallInput::Response(response)) => {
+                        call.handle_response(std::time::Instant::now(), &response);
+                    }
+                    None => break,
+                },
+                action = ends.actions.recv(), if !abandoned => {
+                    let now = std::time::Instant::now();
+                    let result = match action {
+                        Some(CallAction::Ringing(sdp)) => call.ringing(sdp),
+                        Some(CallAction::Answer(sdp)) => call.answer(now, sdp),
+                        Some(CallAction::Reject { status, reason }) => call.reject(now, status, &reason),
+                        Some(CallAction::HangUp) => call.hang_up(now),
+                        Some(CallAction::AcceptReInvite) => call.accept_reinvite(now),
+                        Some(CallAction::RefuseReInvite) => call.refuse_reinvite(now),
+                        None => {
+                            abandoned = true;
+                            call.hang_up(now)
+                        }
+                    };
+                    if let Err(e) = result {
+                        tracing::debug!(call_id = %ends.call_id, error = %e, "call action ignored");
+                    }
+                }
+            }
+        }
+        lock(&self.calls).remove(&ends.call_id);
+        tracing::debug!(call_id = %ends.call_id, "call over");
+    }
+
+    async fn send(&self, transmit: &call::Transmit) {
+        if let Err(e) = self.socket.send_to(&transmit.bytes, transmit.to).await {
+            tracing::debug!(to = %transmit.to, error = %e, "SIP datagram not sent");
+        }
+    }
+
+    /// Answers a request of no call.
     async fn answer(&self, request: &Request, from: SocketAddr) {
         if request.method == "ACK" {
             return;
@@ -413,6 +747,34 @@ impl SipUa {
             tracing::debug!(%from, error = %e, "SIP answer not sent");
         }
     }
+}
+
+/// The call task's ends of the channels of a [`CallHandle`].
+#[derive(Debug)]
+struct CallTaskEnds {
+    call_id: String,
+    inputs: mpsc::UnboundedReceiver<CallInput>,
+    events: mpsc::UnboundedSender<CallEvent>,
+    actions: mpsc::UnboundedReceiver<CallAction>,
+}
+
+/// The user part of a `sip:`/`sips:`/`tel:` URI (`sip:6001@hub` → `6001`).
+fn uri_user(uri: &str) -> Option<&str> {
+    let rest = uri
+        .strip_prefix("sip:")
+        .or_else(|| uri.strip_prefix("sips:"))
+        .or_else(|| uri.strip_prefix("tel:"))?;
+    let end = rest.find(['@', ';', '?', '>']).unwrap_or(rest.len());
+    let user = rest.get(..end)?;
+    let user = user.split(':').next().unwrap_or(user);
+    (!user.is_empty() && (rest.contains('@') || uri.starts_with("tel:"))).then_some(user)
+}
+
+fn fallback_seed() -> u64 {
+    u64::from(std::process::id())
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// The local address that routes to `to` (no packet is sent), or loopback.
@@ -482,6 +844,72 @@ mod tests {
         (message::parse(&buffer[..n]).expect("parses"), from)
     }
 
+    #[test]
+    fn uri_users() {
+        for (uri, user) in [
+            ("sip:6001@10.0.0.1:5070", Some("6001")),
+            ("sip:6001:pw@h", Some("6001")),
+            ("sips:+4930123@h;user=phone", Some("+4930123")),
+            ("tel:+4930123", Some("+4930123")),
+            ("sip:10.0.0.1", None),
+            ("sip:@h", None),
+            ("http://x@y", None),
+        ] {
+            assert_eq!(uri_user(uri), user, "{uri}");
+        }
+    }
+
+    #[tokio::test]
+    async fn routes_an_invite_to_its_slot_and_hangs_up_a_dropped_call() {
+        let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let stop = CancellationToken::new();
+        let ua = SipUa::bind(config(peer.local_addr().unwrap()), stop.clone())
+            .await
+            .unwrap();
+        let hub = ua.advertised_addr();
+        let mut listener = ua.listen("6001");
+        let invite = format!(
+            "INVITE sip:6001@{hub} SIP/2.0\r\nVia: SIP/2.0/UDP {peer};branch=z9hG4bKr1\r\n\
+             From: <sip:agent@h>;tag=a\r\nTo: <sip:+4930123456@h>\r\nCall-ID: r1\r\n\
+             CSeq: 1 INVITE\r\nContact: <sip:agent@{peer}>\r\nMax-Forwards: 70\r\n\r\n",
+            peer = peer.local_addr().unwrap()
+        );
+        peer.send_to(invite.as_bytes(), hub).await.unwrap();
+        let (Message::Response(trying), _) = receive(&peer).await else {
+            panic!("a response");
+        };
+        assert_eq!(trying.status, 100);
+        let call = tokio::time::timeout(Duration::from_secs(5), listener.next_call())
+            .await
+            .expect("the call in time")
+            .expect("a call");
+        assert_eq!(call.invite.target_number, "+4930123456");
+        assert_eq!(call.handle.call_id(), "r1");
+        // The bridge gives up on the call: 480, and the INVITE is over.
+        drop(call);
+        let (Message::Response(busy), _) = receive(&peer).await else {
+            panic!("a response");
+        };
+        assert_eq!(busy.status, 480);
+
+        // Another slot's extension: nobody listens.
+        drop(listener);
+        let other = invite
+            .replace("Call-ID: r1", "Call-ID: r2")
+            .replace("bKr1", "bKr2");
+        peer.send_to(other.as_bytes(), hub).await.unwrap();
+        // (The 480 is retransmitted until ACKed: skip those.)
+        let not_found = loop {
+            if let (Message::Response(response), _) = receive(&peer).await
+                && response.headers.call_id() == Some("r2")
+            {
+                break response;
+            }
+        };
+        assert_eq!(not_found.status, 404);
+        stop.cancel();
+    }
+
     #[tokio::test]
     async fn registers_against_a_udp_peer_and_answers_options() {
         let registrar = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -505,11 +933,11 @@ mod tests {
             Some(RegistrationEvent::Registered { .. })
         ));
 
-        // OPTIONS: 200; INVITE (calls come later): 501; BYE: 481.
+        // OPTIONS: 200; INVITE for no listening slot: 404; BYE: 481.
         for (uri, method, status) in [
             ("sip:6001@127.0.0.1", "OPTIONS", 200),
             ("sip:127.0.0.1", "OPTIONS", 200),
-            ("sip:+79161234567@127.0.0.1", "INVITE", 501),
+            ("sip:+79161234567@127.0.0.1", "INVITE", 404),
             ("sip:6001@127.0.0.1", "BYE", 481),
         ] {
             let request = format!(

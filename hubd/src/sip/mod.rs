@@ -8,16 +8,23 @@
 //! - [`registration`]: one slot's registration: challenge, refresh,
 //!   backoff, failover, auth failure, unregister.
 //! - [`call`]: one call's INVITE dialog, either way (F-09, F-03): UAS and
-//!   UAC transactions, CANCEL, BYE, ACK rules; not wired to the endpoint yet.
+//!   UAC transactions, CANCEL, BYE, ACK rules.
+//! - [`bridge`]: one task per call joining its [`call`] to the slot's device
+//!   (through the slot's session), its RTP session, recorder and health meter.
 //! - [`endpoint`]: the hub's one UDP socket and the tokio tasks driving each
-//!   slot's registration; the only module here that does IO.
+//!   slot's registration and each call; with [`bridge`], the only modules here
+//!   that do IO.
 
 pub mod auth;
+pub mod bridge;
 pub mod call;
 pub mod endpoint;
 pub mod message;
 pub mod registration;
 pub mod transaction;
 
-pub use endpoint::{RegistrationHandle, SipError, SipUa, SlotCredentials, UaConfig};
+pub use endpoint::{
+    CallAction, CallHandle, CallListener, IncomingCall, RegistrationHandle, SipError, SipUa,
+    SlotCredentials, UaConfig,
+};
 pub use registration::{Registration, RegistrationConfig, RegistrationEvent};

@@ -7,6 +7,15 @@
 //! (see [`crate::sip`]): the slot is READY only while both the device and the
 //! SIP registration are up; a lost SIP registration takes it back to
 //! REGISTERING, refused credentials to FAULT; it unregisters when it ends.
+//!
+//! Calls over SIP: the session listens for INVITEs to the slot's extension
+//! ([`CallListener`]). One for a READY slot starts a call bridge
+//! ([`crate::sip::bridge::incoming`]) and moves the slot like a local dial
+//! (READY → CALLING; the device's answer → ACTIVE_CALL; its end →
+//! POSTCALL); one for a busy slot gets `486`. The session stays the only
+//! owner of the device: the bridge asks it ([`ToDevice`]) to dial, answer,
+//! hang up, send DTMF or hand over the call's audio, and the session
+//! forwards the device's call events to the bridge ([`FromDevice`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +26,10 @@ use vss_shared::{CallDirection, SlotAction, SlotEvent, SlotState};
 
 use super::slot::{SlotCell, SlotCommand, SlotContext, SlotRefusal};
 use crate::device::{self, Device, DeviceError, DeviceEvent};
-use crate::sip::{RegistrationEvent, RegistrationHandle, SlotCredentials};
+use crate::sip::bridge::{self, BridgeConfig, CallOutcome, FromDevice, SessionLink, ToDevice};
+use crate::sip::{
+    CallAction, CallListener, IncomingCall, RegistrationEvent, RegistrationHandle, SlotCredentials,
+};
 
 /// Longest a session waits for the registrar to confirm its unregistration.
 const UNREGISTER_WITHIN: Duration = Duration::from_secs(5);
@@ -53,6 +65,20 @@ enum Wake {
     HealthCheck,
     Device(Result<DeviceEvent, DeviceError>),
     Sip(Option<RegistrationEvent>),
+    /// An INVITE for the slot (F-09).
+    SipCall(Option<IncomingCall>),
+    /// The call bridge asks something of the device.
+    Bridge(Option<ToDevice>),
+    /// The call bridge is done.
+    BridgeDone(Result<CallOutcome, tokio::task::JoinError>),
+}
+
+/// The call bridge of the slot's current call.
+struct ActiveBridge {
+    link: SessionLink,
+    task: tokio::task::JoinHandle<CallOutcome>,
+    /// The bridge stopped asking (its link closed); only its end is awaited.
+    quiet: bool,
 }
 
 /// Runs one session of `cell`'s device.
@@ -74,6 +100,8 @@ pub(super) async fn run(
         sip: None,
         sip_registered: false,
         device_registered: false,
+        listener: None,
+        bridge: None,
     };
     let end = match session.serve(&mut commands).await {
         Ok(end) => end,
@@ -83,6 +111,12 @@ pub(super) async fn run(
             SessionEnd::Faulted
         }
     };
+    session.listener = None;
+    if let Some(bridge) = session.bridge.take() {
+        // Its stop token is `shutdown`, or the session is over: either way
+        // it hangs up its SIP side; the device is released below.
+        bridge.task.abort();
+    }
     if let Some(sip) = session.sip.take() {
         sip.unregister(UNREGISTER_WITHIN).await;
     }
@@ -90,6 +124,25 @@ pub(super) async fn run(
         session.device.release().await;
     }
     end
+}
+
+/// The next INVITE for the slot; never, without a listener.
+async fn next_sip_call(listener: &mut Option<CallListener>) -> Option<IncomingCall> {
+    match listener {
+        Some(listener) => listener.next_call().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The bridge's next request or its end; never, without a bridge.
+async fn next_bridge(bridge: &mut Option<ActiveBridge>) -> Wake {
+    let Some(bridge) = bridge else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        request = bridge.link.requests.recv(), if !bridge.quiet => Wake::Bridge(request),
+        outcome = &mut bridge.task => Wake::BridgeDone(outcome),
+    }
 }
 
 /// The next event of the slot's SIP registration; never, without one.
@@ -113,6 +166,10 @@ struct Session<'a> {
     sip_registered: bool,
     /// The device reports itself registered.
     device_registered: bool,
+    /// INVITEs for the slot's extension, with `[sip]` configured.
+    listener: Option<CallListener>,
+    /// The current call's bridge, for a call over SIP.
+    bridge: Option<ActiveBridge>,
 }
 
 impl Session<'_> {
@@ -329,6 +386,206 @@ impl Session<'_> {
         Ok(None)
     }
 
+    /// Tells the bridge, if any, of the device's call.
+    fn to_bridge(&self, event: FromDevice) {
+        if let Some(bridge) = &self.bridge
+            && let Err(tokio::sync::mpsc::error::TrySendError::Full(event)) =
+                bridge.link.events.try_send(event)
+        {
+            tracing::warn!(?event, "the call bridge did not take a device event");
+        }
+    }
+
+    /// What a bridge of the slot's current call needs.
+    fn bridge_config(&self, direction: CallDirection) -> Option<BridgeConfig> {
+        let sip = self.ctx.sip.as_ref()?;
+        let media = &self.ctx.media;
+        let call_id = self.cell.current_call_id()?;
+        let record = media.recording_policy(self.cell.id()) == crate::config::RecordingPolicy::All;
+        Some(BridgeConfig {
+            recording: record.then(|| {
+                (
+                    media.recordings_dir().join(format!("{call_id}.opus")),
+                    media.recording_config().clone(),
+                )
+            }),
+            meta: crate::media::recording::RecordingMeta {
+                call_id,
+                slot: self.cell.id(),
+                direction,
+                started_at_ms: crate::store::now_ms(),
+            },
+            local_ip: sip.ua.advertised_addr().ip(),
+            ports: media.ports().clone(),
+            rtp: *media.rtp_config(),
+            // TODO(next): thresholds from `[media]` once configurable.
+            health: crate::media::health::HealthConfig::default(),
+        })
+    }
+
+    /// An INVITE for the slot (F-09): bridged from READY, else `486`.
+    async fn sip_call(&mut self, call: IncomingCall) -> Result<(), Stop> {
+        let IncomingCall { invite, handle } = call;
+        let state = self.cell.state();
+        if state != SlotState::Ready || self.bridge.is_some() {
+            tracing::info!(%state, call_id = handle.call_id(), "INVITE refused: slot busy");
+            handle.act(CallAction::Reject {
+                status: 486,
+                reason: "Busy Here".into(),
+            });
+            return Ok(());
+        }
+        tracing::info!(
+            call_id = handle.call_id(),
+            number = invite.target_number,
+            "SIP call: dialling"
+        );
+        self.cell
+            .start_call(CallDirection::Outbound, invite.target_number.clone());
+        self.feed(
+            SlotEvent::CallStarted {
+                direction: CallDirection::Outbound,
+            },
+            "",
+        )
+        .await?;
+        let Some(config) = self.bridge_config(CallDirection::Outbound) else {
+            handle.act(CallAction::Reject {
+                status: 500,
+                reason: "Server Internal Error".into(),
+            });
+            return Ok(());
+        };
+        let (device_link, session_link) = bridge::link();
+        let task = tokio::spawn(bridge::incoming(
+            invite,
+            handle,
+            device_link,
+            config,
+            self.shutdown.child_token(),
+        ));
+        self.bridge = Some(ActiveBridge {
+            link: session_link,
+            task,
+            quiet: false,
+        });
+        Ok(())
+    }
+
+    /// A call rings on the device of a READY slot (F-03): with
+    /// `sip.incoming_destination`, an INVITE goes there and the call is
+    /// bridged once answered; without, the call waits for the local API.
+    fn bridge_ringing_call(&mut self, caller: String) {
+        let Some(sip) = &self.ctx.sip else {
+            return;
+        };
+        let (Some(target_uri), Some(proxy)) =
+            (sip.incoming_destination.clone(), sip.ua.outbound_proxy())
+        else {
+            return;
+        };
+        if self.bridge.is_some() {
+            return;
+        }
+        let Some(config) = self.bridge_config(CallDirection::Inbound) else {
+            return;
+        };
+        let extension = self.cell.sip_number.to_string();
+        let password = self
+            .sip_password
+            .clone()
+            .or_else(|| sip.file_passwords.get(&self.cell.id()).cloned());
+        let destination = bridge::Destination {
+            credentials: password.map(|password| crate::sip::call::Credentials {
+                username: extension.clone(),
+                password,
+            }),
+            extension,
+            target_uri,
+            domain: sip.ua.domain().to_owned(),
+            proxy,
+        };
+        tracing::info!(caller, to = destination.target_uri, "device call: inviting");
+        let (device_link, session_link) = bridge::link();
+        let task = tokio::spawn(bridge::outgoing(
+            caller,
+            sip.ua.clone(),
+            destination,
+            device_link,
+            config,
+            self.shutdown.child_token(),
+        ));
+        self.bridge = Some(ActiveBridge {
+            link: session_link,
+            task,
+            quiet: false,
+        });
+    }
+
+    /// Carries out the bridge's request on the device. Returns when the slot
+    /// entered wrap-up because of it (a dial the device refused).
+    async fn bridge_request(&mut self, request: ToDevice) -> Result<Option<Instant>, Stop> {
+        let timeout = self.timeout();
+        let bounded = |result: Result<Result<(), DeviceError>, tokio::time::error::Elapsed>,
+                       operation: &'static str| {
+            result.unwrap_or_else(|_| {
+                Err(DeviceError::Timeout {
+                    operation,
+                    timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+                })
+            })
+        };
+        match request {
+            ToDevice::Dial { number, reply } => {
+                let result = bounded(
+                    tokio::time::timeout(timeout, self.device.dial(&number)).await,
+                    "dial",
+                );
+                let gone = match &result {
+                    Err(DeviceError::Gone(why)) => Some(why.clone()),
+                    _ => None,
+                };
+                let failed = result.is_err();
+                let _ = reply.send(result);
+                if let Some(why) = gone {
+                    return Err(Stop::Fail(format!("device gone while dialling: {why}")));
+                }
+                if failed {
+                    self.feed(SlotEvent::CallEnded, "dial_failed").await?;
+                    return Ok(Some(Instant::now()));
+                }
+            }
+            ToDevice::Answer { reply } => {
+                let result = bounded(
+                    tokio::time::timeout(timeout, self.device.answer()).await,
+                    "answer",
+                );
+                let _ = reply.send(result);
+            }
+            ToDevice::HangUp => {
+                if !matches!(
+                    tokio::time::timeout(timeout, self.device.hang_up()).await,
+                    Ok(Ok(()))
+                ) {
+                    tracing::warn!("the bridge's hang-up did not complete");
+                }
+            }
+            ToDevice::Dtmf(digits) => {
+                if let Err(e) = bounded(
+                    tokio::time::timeout(timeout, self.device.send_dtmf(&digits)).await,
+                    "dtmf",
+                ) {
+                    tracing::info!(error = %e, digits, "DTMF not sent");
+                }
+            }
+            ToDevice::TakeAudio { reply } => {
+                let audio = self.device.as_modem().and_then(|modem| modem.take_audio());
+                let _ = reply.send(audio);
+            }
+        }
+        Ok(None)
+    }
+
     /// Follows the slot's SIP registration.
     async fn sip_event(
         &mut self,
@@ -385,6 +642,7 @@ impl Session<'_> {
                     user: self.cell.sip_number.to_string(),
                     password,
                 }));
+                self.listener = Some(sip.ua.listen(&self.cell.sip_number.to_string()));
             }
             None => {
                 self.sip_registered = true;
@@ -414,6 +672,8 @@ impl Session<'_> {
                 _ = health.tick(), if state == SlotState::Ready => Wake::HealthCheck,
                 event = self.device.next_event() => Wake::Device(event),
                 event = next_sip(&mut self.sip) => Wake::Sip(event),
+                call = next_sip_call(&mut self.listener) => Wake::SipCall(call),
+                wake = next_bridge(&mut self.bridge) => wake,
             };
             match wake {
                 Wake::Shutdown => return Ok(SessionEnd::Shutdown),
@@ -434,6 +694,36 @@ impl Session<'_> {
                     self.feed(SlotEvent::WrapUpDone, "").await?;
                 }
                 Wake::Sip(event) => self.sip_event(event, &mut wrap_up_at).await?,
+                Wake::SipCall(None) => self.listener = None,
+                Wake::SipCall(Some(call)) => self.sip_call(call).await?,
+                Wake::Bridge(None) => {
+                    if let Some(bridge) = &mut self.bridge {
+                        bridge.quiet = true;
+                    }
+                }
+                Wake::Bridge(Some(request)) => {
+                    if let Some(wrap_up_from) = self.bridge_request(request).await? {
+                        wrap_up_at = Some(wrap_up_from + wrap_up);
+                    }
+                }
+                Wake::BridgeDone(outcome) => {
+                    self.bridge = None;
+                    match outcome {
+                        Ok(outcome) => tracing::info!(
+                            sip_cause = outcome.sip_cause.as_deref().unwrap_or(""),
+                            device_cause = outcome.device_cause.as_deref().unwrap_or(""),
+                            answered = outcome.answered,
+                            recording = ?outcome.recording,
+                            health = ?outcome.health.as_ref().map(|h| h.verdict),
+                            "call bridge done"
+                        ),
+                        Err(e) => tracing::error!(error = %e, "call bridge failed"),
+                    }
+                    // TODO(next): the CDR is written at the device's CallEnded
+                    // with the device cause only; join the outcome (SIP cause,
+                    // health, recording path) into it, and end the slot's call
+                    // here when the device never reported CallEnded.
+                }
                 Wake::HealthCheck => {
                     Self::step(
                         self.shutdown,
@@ -451,14 +741,22 @@ impl Session<'_> {
                             let _ = tokio::time::timeout(timeout, self.device.hang_up()).await;
                             continue;
                         }
-                        self.cell.start_call(CallDirection::Inbound, remote_number);
+                        self.cell
+                            .start_call(CallDirection::Inbound, remote_number.clone());
                         let event = SlotEvent::CallStarted {
                             direction: CallDirection::Inbound,
                         };
                         self.feed(event, "").await?;
+                        self.bridge_ringing_call(remote_number);
                     }
-                    DeviceEvent::CallAnswered => self.feed(SlotEvent::CallAnswered, "").await?,
+                    DeviceEvent::CallAnswered => {
+                        self.to_bridge(FromDevice::Answered);
+                        self.feed(SlotEvent::CallAnswered, "").await?;
+                    }
                     DeviceEvent::CallEnded { cause } => {
+                        self.to_bridge(FromDevice::Ended {
+                            cause: cause.clone(),
+                        });
                         self.feed(SlotEvent::CallEnded, &cause).await?;
                         if self.cell.state() == SlotState::PostCall {
                             wrap_up_at = Some(Instant::now() + wrap_up);

@@ -180,6 +180,8 @@ pub struct SipContext {
     /// Passwords from the file's `[[slots]]`, by slot id; a password the
     /// control plane pushed wins over these.
     pub file_passwords: Arc<std::collections::BTreeMap<vss_shared::SlotId, String>>,
+    /// Where calls ringing on a device go (F-03), from `sip.incoming_destination`.
+    pub incoming_destination: Option<String>,
 }
 
 /// The call a slot is carrying, kept until its CDR is written.

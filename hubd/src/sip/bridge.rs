@@ -1,0 +1,710 @@
+//! The call bridge: one task per call joining the call's SIP dialog (a
+//! [`CallHandle`]), the slot's device (through the slot's session, which
+//! alone owns the device: a [`DeviceLink`]), the call's [`RtpSession`], and
+//! a tap on every 20 ms frame both ways feeding the [`HealthMeter`] and the
+//! [`Recorder`].
+//!
+//! - F-09 ([`incoming`]): an INVITE for the slot → the SDP offer is
+//!   negotiated (`488` when nothing fits, late offers included) and an RTP
+//!   port leased (`503` when none is free) *before* the device dials; the
+//!   dial accepted → `180`; the device answered → `200` with our answer
+//!   and the media start; the device call ended before answer → the final
+//!   response its cause maps to ([`sip_status_for`]); CANCEL/BYE → the
+//!   device hangs up; the device hung up → BYE.
+//! - F-03 ([`outgoing`]): a call ringing on the device → an INVITE with our
+//!   offer to the configured destination; `2xx` → the device answers and
+//!   the media start; a failure or the device caller giving up ends the
+//!   other side.
+//!
+//! Each returns a [`CallOutcome`] for the CDR: both sides' end causes, the
+//! media health summary, the recording's path.
+//!
+//! It must never: touch the device itself (only [`ToDevice`] requests to
+//! the session), block the runtime on the device's audio (frames that
+//! cannot be handed on are dropped), or outlive its call: it returns once
+//! either side ended, after hanging up the other.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::call::{CallEvent, Credentials, IncomingInvite, OutgoingCall};
+use super::endpoint::{CallAction, CallHandle, SipUa};
+use crate::device::DeviceError;
+use crate::device::at_modem::voice::{AudioStream, Frame};
+use crate::media::health::{self, HealthConfig, HealthMeter, MediaHealth};
+use crate::media::recording::{Recorder, RecordingConfig, RecordingMeta};
+use crate::media::rtp_session::{PortRange, RtpConfig, RtpSession, RtpSocket, RtpStatsSnapshot};
+use crate::media::sdp::{self, LocalMedia, Negotiated, SessionDescription};
+use crate::media::telephone_event::Digit;
+
+/// Frames queued between the tap and the RTP session, each way.
+const TAP_QUEUE: usize = 8;
+/// Requests queued from a bridge to its session.
+const LINK_QUEUE: usize = 8;
+
+/// What a bridge asks of the slot's device; the session carries it out,
+/// bounded by its device timeout.
+#[derive(Debug)]
+pub enum ToDevice {
+    /// Place the call (F-09).
+    Dial {
+        /// The number.
+        number: String,
+        /// Whether the device accepted the dial.
+        reply: oneshot::Sender<Result<(), DeviceError>>,
+    },
+    /// Answer the ringing call (F-03).
+    Answer {
+        /// Whether it worked.
+        reply: oneshot::Sender<Result<(), DeviceError>>,
+    },
+    /// Hang up the device's call.
+    HangUp,
+    /// Send DTMF in the answered call.
+    Dtmf(String),
+    /// The answered call's audio ([`crate::device::at_modem::driver::AtModemDevice::take_audio`]);
+    /// `None` for devices without audio.
+    TakeAudio {
+        /// The stream.
+        reply: oneshot::Sender<Option<AudioStream>>,
+    },
+}
+
+/// What the session tells the bridge of the device's call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FromDevice {
+    /// The device's call was answered.
+    Answered,
+    /// The device's call ended.
+    Ended {
+        /// The device's cause (`user_busy`, `normal_clearing` …).
+        cause: String,
+    },
+}
+
+/// The bridge's end of its link to the session.
+#[derive(Debug)]
+pub struct DeviceLink {
+    requests: mpsc::Sender<ToDevice>,
+    events: mpsc::Receiver<FromDevice>,
+}
+
+/// The session's end of its link to the bridge.
+#[derive(Debug)]
+pub struct SessionLink {
+    /// What the bridge asks.
+    pub requests: mpsc::Receiver<ToDevice>,
+    /// Where the device's call events go.
+    pub events: mpsc::Sender<FromDevice>,
+}
+
+/// A bridge ↔ session link.
+pub fn link() -> (DeviceLink, SessionLink) {
+    let (requests_tx, requests) = mpsc::channel(LINK_QUEUE);
+    let (events_tx, events) = mpsc::channel(LINK_QUEUE);
+    (
+        DeviceLink {
+            requests: requests_tx,
+            events,
+        },
+        SessionLink {
+            requests,
+            events: events_tx,
+        },
+    )
+}
+
+impl DeviceLink {
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> ToDevice) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        self.requests.send(make(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    async fn tell(&self, request: ToDevice) {
+        let _ = self.requests.send(request).await;
+    }
+}
+
+/// What one call's bridge needs.
+#[derive(Debug, Clone)]
+pub struct BridgeConfig {
+    /// The CDR's call id (also the recording's).
+    pub meta: RecordingMeta,
+    /// Our media address (the SIP endpoint's advertised IP).
+    pub local_ip: IpAddr,
+    /// The hub's RTP ports.
+    pub ports: Arc<PortRange>,
+    /// RTP session settings.
+    pub rtp: RtpConfig,
+    /// Media health thresholds.
+    pub health: HealthConfig,
+    /// Where and how to record, when the slot's policy records.
+    pub recording: Option<(PathBuf, RecordingConfig)>,
+}
+
+/// How a call ended, for the CDR.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CallOutcome {
+    /// The SIP side's cause (`remote_bye`, `cancelled`, `486` …).
+    pub sip_cause: Option<String>,
+    /// The device's cause.
+    pub device_cause: Option<String>,
+    /// Whether both sides were connected.
+    pub answered: bool,
+    /// Media health, when media ran.
+    pub health: Option<MediaHealth>,
+    /// The recording, when one was written.
+    pub recording: Option<PathBuf>,
+    /// The RTP counters, when media ran.
+    pub rtp: Option<RtpStatsSnapshot>,
+}
+
+impl CallOutcome {
+    /// The one-word end cause the slot's CDR keeps today: the device's
+    /// when it ended the call, else the SIP side's.
+    pub fn end_cause(&self) -> String {
+        self.device_cause
+            .clone()
+            .or_else(|| self.sip_cause.clone())
+            .unwrap_or_else(|| "unknown".into())
+    }
+}
+
+/// The final SIP response for a device call that ended before it was
+/// answered (RFC 3398's ISUP → SIP table, in the device's cause words).
+pub fn sip_status_for(device_cause: &str) -> (u16, &'static str) {
+    match device_cause {
+        "user_busy" => (486, "Busy Here"),
+        "call_rejected" => (603, "Decline"),
+        "unassigned_number" => (404, "Not Found"),
+        "invalid_number_format" => (484, "Address Incomplete"),
+        "no_circuit_available"
+        | "switching_equipment_congestion"
+        | "temporary_failure"
+        | "network_out_of_order"
+        | "no_dialtone"
+        | "no_carrier"
+        | "dial_failed" => (503, "Service Unavailable"),
+        // no_answer, no_user_responding, normal_clearing before answer, other
+        _ => (480, "Temporarily Unavailable"),
+    }
+}
+
+/// Media of an answered call: the RTP session and the tap.
+struct Media {
+    rtp: RtpSession,
+    tap: JoinHandle<(MediaHealth, Option<PathBuf>)>,
+    cancel: CancellationToken,
+}
+
+impl Media {
+    /// Starts the RTP session on `socket` toward `remote` and the tap
+    /// between it and the device's `audio`.
+    fn start(
+        socket: RtpSocket,
+        remote: Negotiated,
+        audio: AudioStream,
+        config: &BridgeConfig,
+    ) -> Result<Media, String> {
+        let cancel = CancellationToken::new();
+        let (to_rtp, from_device) = mpsc::channel(TAP_QUEUE);
+        let (to_device, from_rtp) = mpsc::channel(TAP_QUEUE);
+        let rtp = RtpSession::spawn(
+            socket,
+            remote,
+            AudioStream {
+                from_device,
+                to_device,
+            },
+            config.rtp,
+            cancel.clone(),
+        )
+        .map_err(|e| e.to_string())?;
+        let recorder = match &config.recording {
+            Some((path, recording)) => match Recorder::create(path, &config.meta, recording) {
+                Ok(recorder) => Some(recorder),
+                Err(e) => {
+                    tracing::warn!(error = %e, "call not recorded");
+                    None
+                }
+            },
+            None => None,
+        };
+        let tap = tokio::spawn(tap(
+            audio,
+            to_rtp,
+            from_rtp,
+            HealthMeter::new(config.health.clone()),
+            recorder,
+            cancel.clone(),
+        ));
+        Ok(Media { rtp, tap, cancel })
+    }
+
+    /// The next DTMF digit the peer sent by RFC 4733.
+    async fn next_digit(media: &mut Option<Media>) -> Option<Digit> {
+        match media {
+            Some(media) => media.rtp.received_digits.recv().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Stops both tasks; the health summary, recording and RTP counters.
+    async fn finish(self) -> (Option<MediaHealth>, Option<PathBuf>, RtpStatsSnapshot) {
+        self.cancel.cancel();
+        let rtp = self.rtp.join().await;
+        match self.tap.await {
+            Ok((health, recording)) => (Some(health), recording, rtp),
+            Err(e) => {
+                tracing::error!(error = %e, "call media tap failed");
+                (None, None, rtp)
+            }
+        }
+    }
+}
+
+/// Hands every frame on, each way, showing it to the meter and the
+/// recorder. The device paces the recording: each device frame is one
+/// tick, with the SIP leg's latest frame (or silence).
+async fn tap(
+    mut device: AudioStream,
+    to_rtp: mpsc::Sender<Frame>,
+    mut from_rtp: mpsc::Receiver<Frame>,
+    mut meter: HealthMeter,
+    mut recorder: Option<Recorder>,
+    cancel: CancellationToken,
+) -> (MediaHealth, Option<PathBuf>) {
+    let path = recorder.as_ref().map(|r| r.path().to_owned());
+    let mut sip_frame: Option<Frame> = None;
+    let mut device_open = true;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            frame = device.from_device.recv(), if device_open => {
+                let Some(frame) = frame else {
+                    device_open = false;
+                    continue;
+                };
+                meter.observe(health::Direction::DeviceToSip, &frame);
+                // TODO(next): Recorder::push_frames encodes Opus inline (about
+                // 0.1 ms per tick); move it to spawn_blocking or a recorder
+                // thread if the concurrency benchmark shows it matters.
+                if let Some(r) = recorder.as_mut()
+                    && let Err(e) = r.push_frames(sip_frame.as_ref(), Some(&frame))
+                {
+                    tracing::warn!(error = %e, "recording stopped");
+                    if let Some(r) = recorder.take() {
+                        let _ = r.finish();
+                    }
+                }
+                sip_frame = None;
+                let _ = to_rtp.try_send(frame);
+            }
+            frame = from_rtp.recv() => {
+                let Some(frame) = frame else { break };
+                meter.observe(health::Direction::SipToDevice, &frame);
+                sip_frame = Some(frame.clone());
+                let _ = device.to_device.try_send(frame);
+            }
+        }
+    }
+    let recording = match recorder.map(Recorder::finish) {
+        Some(Ok(summary)) => Some(summary.path),
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "recording not finished cleanly; repaired at next start");
+            path
+        }
+        None => path,
+    };
+    (meter.summary(), recording)
+}
+
+/// The negotiated remote media of an SDP body, or why not (for a 488).
+fn negotiate(body: &[u8]) -> Result<(SessionDescription, Negotiated), String> {
+    if body.is_empty() {
+        return Err("no SDP offer (late offers are not supported)".into());
+    }
+    let description = SessionDescription::parse(body).map_err(|e| e.to_string())?;
+    let negotiated = sdp::negotiate(&description).map_err(|e| e.to_string())?;
+    Ok((description, negotiated))
+}
+
+fn local_media(ip: IpAddr, rtp: SocketAddr) -> LocalMedia {
+    LocalMedia {
+        address: ip,
+        port: rtp.port(),
+        session_id: super::call::random_seed().unwrap_or(1) >> 1,
+        session_version: 1,
+    }
+}
+
+/// Takes the device's audio and starts the media; without audio, or when
+/// it cannot start, the call goes on without media (logged).
+async fn start_media(
+    device: &DeviceLink,
+    socket: &mut Option<RtpSocket>,
+    remote: Negotiated,
+    config: &BridgeConfig,
+) -> Option<Media> {
+    let socket = socket.take()?;
+    let Some(Some(audio)) = device.ask(|reply| ToDevice::TakeAudio { reply }).await else {
+        tracing::warn!("the device has no audio for this call; bridged without media");
+        return None;
+    };
+    match Media::start(socket, remote, audio, config) {
+        Ok(media) => Some(media),
+        Err(e) => {
+            tracing::warn!(error = %e, "call media did not start");
+            None
+        }
+    }
+}
+
+fn reject(call: &CallHandle, outcome: &mut CallOutcome, status: u16, reason: &str) {
+    call.act(CallAction::Reject {
+        status,
+        reason: reason.to_owned(),
+    });
+    outcome.sip_cause = Some(status.to_string());
+}
+
+/// Bridges an INVITE for the slot (F-09) until either side ends.
+pub async fn incoming(
+    invite: IncomingInvite,
+    mut call: CallHandle,
+    mut device: DeviceLink,
+    config: BridgeConfig,
+    stop: CancellationToken,
+) -> CallOutcome {
+    let mut outcome = CallOutcome::default();
+    let (offer, remote) = match negotiate(&invite.remote_sdp) {
+        Ok(negotiated) => negotiated,
+        Err(why) => {
+            tracing::info!(why, "offer refused: 488");
+            reject(&call, &mut outcome, 488, "Not Acceptable Here");
+            return outcome;
+        }
+    };
+    let socket = match config.ports.bind(config.local_ip) {
+        Ok(socket) => socket,
+        Err(e) => {
+            tracing::warn!(error = %e, "no RTP port: 503");
+            reject(&call, &mut outcome, 503, "Service Unavailable");
+            return outcome;
+        }
+    };
+    let answer_sdp = sdp::answer(
+        &offer,
+        &remote,
+        &local_media(config.local_ip, socket.local_addr()),
+    )
+    .into_bytes();
+    let mut socket = Some(socket);
+    let number = invite.target_number.clone();
+    match device.ask(|reply| ToDevice::Dial { number, reply }).await {
+        Some(Ok(())) => call.act(CallAction::Ringing(None)),
+        Some(Err(e)) => {
+            tracing::info!(error = %e, "the device refused the dial");
+            outcome.device_cause = Some("dial_failed".into());
+            let (status, reason) = sip_status_for("dial_failed");
+            reject(&call, &mut outcome, status, reason);
+            return outcome;
+        }
+        None => {
+            outcome.device_cause = Some("session_gone".into());
+            reject(&call, &mut outcome, 503, "Service Unavailable");
+            return outcome;
+        }
+    }
+    let mut media: Option<Media> = None;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => {
+                outcome.sip_cause = Some("hub_shutdown".into());
+                call.act(CallAction::HangUp);
+                device.tell(ToDevice::HangUp).await;
+                break;
+            }
+            event = call.next_event() => match event {
+                None => {
+                    outcome.sip_cause = Some("sip_call_over".into());
+                    device.tell(ToDevice::HangUp).await;
+                    break;
+                }
+                Some(CallEvent::AckTimeout) => {
+                    outcome.sip_cause = Some("ack_timeout".into());
+                    device.tell(ToDevice::HangUp).await;
+                    break;
+                }
+                Some(CallEvent::Cancelled) => {
+                    outcome.sip_cause = Some("cancelled".into());
+                    device.tell(ToDevice::HangUp).await;
+                    break;
+                }
+                Some(CallEvent::RemoteHangup) => {
+                    outcome.sip_cause = Some("remote_bye".into());
+                    device.tell(ToDevice::HangUp).await;
+                    break;
+                }
+                Some(CallEvent::Dtmf { digit, .. }) => {
+                    device.tell(ToDevice::Dtmf(digit.to_string())).await;
+                }
+                Some(CallEvent::ReInvite { sdp }) => reinvite(&call, media.as_ref(), &sdp),
+                Some(other) => tracing::debug!(event = ?other, "call event"),
+            },
+            event = device.events.recv() => match event {
+                Some(FromDevice::Answered) if !outcome.answered => {
+                    outcome.answered = true;
+                    media = start_media(&device, &mut socket, remote, &config).await;
+                    call.act(CallAction::Answer(answer_sdp.clone()));
+                }
+                Some(FromDevice::Answered) => {}
+                Some(FromDevice::Ended { cause }) => {
+                    if outcome.answered {
+                        call.act(CallAction::HangUp);
+                        outcome.sip_cause = Some("local_bye".into());
+                    } else {
+                        let (status, reason) = sip_status_for(&cause);
+                        reject(&call, &mut outcome, status, reason);
+                    }
+                    outcome.device_cause = Some(cause);
+                    break;
+                }
+                None => {
+                    outcome.device_cause = Some("session_gone".into());
+                    call.act(CallAction::HangUp);
+                    break;
+                }
+            },
+            digit = Media::next_digit(&mut media) => match digit {
+                Some(digit) => device.tell(ToDevice::Dtmf(digit.as_char().to_string())).await,
+                None => {
+                    // The RTP session ended on its own: keep the call, drop DTMF.
+                    tracing::warn!("RTP session ended during the call");
+                    if let Some(ended) = media.take() {
+                        let (health, recording, rtp) = ended.finish().await;
+                        outcome.health = health;
+                        outcome.recording = recording;
+                        outcome.rtp = Some(rtp);
+                    }
+                }
+            },
+        }
+    }
+    if let Some(media) = media {
+        let (health, recording, rtp) = media.finish().await;
+        outcome.health = health;
+        outcome.recording = recording;
+        outcome.rtp = Some(rtp);
+    }
+    outcome
+}
+
+/// Answers a re-INVITE: the same answer when the new offer still fits
+/// (the RTP session follows a new address or codec), else 488.
+fn reinvite(call: &CallHandle, media: Option<&Media>, offer: &[u8]) {
+    if offer.is_empty() {
+        call.act(CallAction::AcceptReInvite);
+        return;
+    }
+    match negotiate(offer) {
+        Ok((_, remote)) => {
+            if let Some(media) = media {
+                media.rtp.update_remote(remote);
+            }
+            call.act(CallAction::AcceptReInvite);
+        }
+        Err(why) => {
+            tracing::info!(why, "re-INVITE refused");
+            call.act(CallAction::RefuseReInvite);
+        }
+    }
+}
+
+/// Where an F-03 call goes.
+#[derive(Debug, Clone)]
+pub struct Destination {
+    /// The slot's extension (our From user).
+    pub extension: String,
+    /// The request-URI (`sip:queue@pbx`).
+    pub target_uri: String,
+    /// The SIP domain (our From host).
+    pub domain: String,
+    /// Where the INVITE goes (the first registrar).
+    pub proxy: SocketAddr,
+    /// The slot's digest credentials, if the PBX challenges INVITEs.
+    pub credentials: Option<Credentials>,
+}
+
+/// Bridges a call ringing on the device (F-03) to `destination` until
+/// either side ends.
+pub async fn outgoing(
+    caller: String,
+    ua: Arc<SipUa>,
+    destination: Destination,
+    mut device: DeviceLink,
+    config: BridgeConfig,
+    stop: CancellationToken,
+) -> CallOutcome {
+    let mut outcome = CallOutcome::default();
+    let socket = match config.ports.bind(config.local_ip) {
+        Ok(socket) => socket,
+        Err(e) => {
+            tracing::warn!(error = %e, "no RTP port for the incoming call");
+            outcome.sip_cause = Some("no_rtp_port".into());
+            device.tell(ToDevice::HangUp).await;
+            return outcome;
+        }
+    };
+    let offer = sdp::offer(&local_media(config.local_ip, socket.local_addr())).into_bytes();
+    let mut socket = Some(socket);
+    let display = caller.replace(['"', '\\'], "");
+    let mut call = ua.invite(
+        &destination.extension,
+        OutgoingCall {
+            target_uri: destination.target_uri.clone(),
+            from: format!(
+                "\"{display}\" <sip:{}@{}>",
+                destination.extension, destination.domain
+            ),
+            proxy: destination.proxy,
+            local_sdp: offer,
+            credentials: destination.credentials.clone(),
+        },
+    );
+    let mut media: Option<Media> = None;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => {
+                outcome.sip_cause = Some("hub_shutdown".into());
+                call.act(CallAction::HangUp);
+                device.tell(ToDevice::HangUp).await;
+                break;
+            }
+            event = call.next_event() => match event {
+                Some(CallEvent::Answered { sdp }) => {
+                    let remote = match negotiate(&sdp) {
+                        Ok((_, remote)) => remote,
+                        Err(why) => {
+                            tracing::warn!(why, "unusable SDP answer; hanging up");
+                            outcome.sip_cause = Some("bad_sdp_answer".into());
+                            call.act(CallAction::HangUp);
+                            device.tell(ToDevice::HangUp).await;
+                            break;
+                        }
+                    };
+                    match device.ask(|reply| ToDevice::Answer { reply }).await {
+                        Some(Ok(())) => {
+                            outcome.answered = true;
+                            media = start_media(&device, &mut socket, remote, &config).await;
+                        }
+                        other => {
+                            tracing::warn!(result = ?other, "the device did not answer");
+                            outcome.device_cause = Some("answer_failed".into());
+                            call.act(CallAction::HangUp);
+                            device.tell(ToDevice::HangUp).await;
+                            break;
+                        }
+                    }
+                }
+                Some(CallEvent::Failed { status, reason }) => {
+                    tracing::info!(status, reason, "destination refused the call");
+                    outcome.sip_cause = Some(status.to_string());
+                    device.tell(ToDevice::HangUp).await;
+                    break;
+                }
+                Some(CallEvent::RemoteHangup) => {
+                    outcome.sip_cause = Some("remote_bye".into());
+                    device.tell(ToDevice::HangUp).await;
+                    break;
+                }
+                None => {
+                    outcome.sip_cause.get_or_insert_with(|| "sip_call_over".into());
+                    device.tell(ToDevice::HangUp).await;
+                    break;
+                }
+                Some(CallEvent::Dtmf { digit, .. }) => {
+                    device.tell(ToDevice::Dtmf(digit.to_string())).await;
+                }
+                Some(CallEvent::ReInvite { sdp }) => reinvite(&call, media.as_ref(), &sdp),
+                Some(other) => tracing::debug!(event = ?other, "call event"),
+            },
+            event = device.events.recv() => match event {
+                Some(FromDevice::Answered) => {}
+                Some(FromDevice::Ended { cause }) => {
+                    // The caller gave up (CANCEL) or hung up (BYE).
+                    call.act(CallAction::HangUp);
+                    outcome.device_cause = Some(cause);
+                    break;
+                }
+                None => {
+                    outcome.device_cause = Some("session_gone".into());
+                    call.act(CallAction::HangUp);
+                    break;
+                }
+            },
+            digit = Media::next_digit(&mut media) => match digit {
+                Some(digit) => device.tell(ToDevice::Dtmf(digit.as_char().to_string())).await,
+                None => {
+                    tracing::warn!("RTP session ended during the call");
+                    if let Some(ended) = media.take() {
+                        let (health, recording, rtp) = ended.finish().await;
+                        outcome.health = health;
+                        outcome.recording = recording;
+                        outcome.rtp = Some(rtp);
+                    }
+                }
+            },
+        }
+    }
+    if let Some(media) = media {
+        let (health, recording, rtp) = media.finish().await;
+        outcome.health = health;
+        outcome.recording = recording;
+        outcome.rtp = Some(rtp);
+    }
+    outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_causes_map_to_sip_finals() {
+        for (cause, status) in [
+            ("user_busy", 486),
+            ("no_answer", 480),
+            ("no_user_responding", 480),
+            ("normal_clearing", 480),
+            ("call_rejected", 603),
+            ("unassigned_number", 404),
+            ("invalid_number_format", 484),
+            ("no_carrier", 503),
+            ("dial_failed", 503),
+            ("something new", 480),
+        ] {
+            assert_eq!(sip_status_for(cause).0, status, "{cause}");
+        }
+    }
+
+    #[test]
+    fn the_device_cause_wins_in_the_cdr() {
+        let outcome = CallOutcome {
+            sip_cause: Some("remote_bye".into()),
+            ..CallOutcome::default()
+        };
+        assert_eq!(outcome.end_cause(), "remote_bye");
+        let outcome = CallOutcome {
+            device_cause: Some("normal_clearing".into()),
+            ..outcome
+        };
+        assert_eq!(outcome.end_cause(), "normal_clearing");
+    }
+}
