@@ -46,6 +46,7 @@
 //! and hold (a re-INVITE is answered with the unchanged local SDP or 488),
 //! 100rel/PRACK, UPDATE, REFER, and challenges to our BYE.
 
+use super::rng::SplitMix64;
 use std::collections::VecDeque;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -383,28 +384,6 @@ pub fn answer_stateless(
         to: reply_address(request, source),
         bytes: response.to_bytes(),
     })
-}
-
-/// A tiny deterministic generator for tags, branches and client nonces.
-#[derive(Debug, Clone)]
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn hex(&mut self) -> String {
-        format!("{:016x}", self.next_u64())
-    }
-
-    fn branch(&mut self) -> String {
-        format!("z9hG4bK{}", self.hex())
-    }
 }
 
 /// Which side of the call we are.

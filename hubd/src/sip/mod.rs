@@ -21,6 +21,7 @@ pub mod call;
 pub mod endpoint;
 pub mod message;
 pub mod registration;
+mod rng;
 pub mod transaction;
 
 pub use endpoint::{

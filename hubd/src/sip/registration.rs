@@ -14,6 +14,7 @@
 //! retry without a delay after a failure, or put the password anywhere but
 //! into the digest.
 
+use super::rng::SplitMix64;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -107,28 +108,6 @@ enum State {
     Waiting { retry_at: Instant },
     /// Terminal.
     Over,
-}
-
-/// A tiny deterministic generator for branches, tags and jitter.
-#[derive(Debug, Clone)]
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn hex(&mut self) -> String {
-        format!("{:016x}", self.next_u64())
-    }
-
-    fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
 }
 
 /// One slot's registration.
@@ -523,7 +502,7 @@ impl Registration {
 
     fn send(&mut self, now: Instant, purpose: Purpose, with_credentials: bool) {
         let config = &self.config;
-        let branch = format!("z9hG4bK{}", self.rng.hex());
+        let branch = self.rng.branch();
         self.cseq = self.cseq.wrapping_add(1);
         let uri = format!("sip:{}", config.domain);
         let aor = format!("<sip:{}@{}>", config.user, config.domain);
