@@ -34,6 +34,148 @@ pub struct Metrics {
     pub sip: std::sync::Arc<crate::sip::endpoint::SipMetrics>,
     /// What the start-up repair of the recordings directory found.
     pub recordings_repair: RecordingsRepairMetrics,
+    /// Bridged calls and their media.
+    pub calls: CallMetrics,
+}
+
+/// What a slot's call was bridged to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BridgeKind {
+    /// An INVITE for the slot, dialled on the device (F-09).
+    SipIncoming,
+    /// A call ringing on the device, sent to the agents' queue (F-03).
+    SipOutgoing,
+    /// Streamed to an AudioSocket server.
+    AudioSocket,
+}
+
+impl BridgeKind {
+    const ALL: [BridgeKind; 3] = [Self::SipIncoming, Self::SipOutgoing, Self::AudioSocket];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::SipIncoming => "sip_incoming",
+            Self::SipOutgoing => "sip_outgoing",
+            Self::AudioSocket => "audiosocket",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Bridged calls, by kind, and what their media did: what an operator
+/// alerts on (one-way audio, spoofed RTP) before agents complain.
+#[derive(Debug, Default)]
+pub struct CallMetrics {
+    started: [AtomicU64; 3],
+    answered: [AtomicU64; 3],
+    active: AtomicU64,
+    verdicts: [AtomicU64; 5],
+    rtp_dropped: [AtomicU64; 3],
+}
+
+const VERDICTS: [vss_shared::media::Verdict; 5] = [
+    vss_shared::media::Verdict::NoMedia,
+    vss_shared::media::Verdict::OneWayAudio,
+    vss_shared::media::Verdict::LongSilence,
+    vss_shared::media::Verdict::NoSpeech,
+    vss_shared::media::Verdict::Healthy,
+];
+
+impl CallMetrics {
+    /// A bridge of `kind` started.
+    pub fn started(&self, kind: BridgeKind) {
+        self.started[kind.index()].fetch_add(1, Ordering::Relaxed);
+        self.active.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A bridge of `kind` ended with `outcome` (`None`: it failed).
+    pub fn finished(&self, kind: BridgeKind, outcome: Option<&crate::sip::bridge::CallOutcome>) {
+        let _ = self
+            .active
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        let Some(outcome) = outcome else {
+            return;
+        };
+        if outcome.answered {
+            self.answered[kind.index()].fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(health) = &outcome.health
+            && let Some(i) = VERDICTS.iter().position(|v| *v == health.verdict)
+        {
+            self.verdicts[i].fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(rtp) = &outcome.rtp {
+            for (counter, n) in self.rtp_dropped.iter().zip([
+                rtp.dropped_wrong_source,
+                rtp.dropped_wrong_payload_type,
+                rtp.dropped_malformed,
+            ]) {
+                counter.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn render(&self, out: &mut String) {
+        for (name, help, values) in [
+            (
+                "hubd_bridged_calls_total",
+                "Calls bridged, by what the slot's call was bridged to.",
+                &self.started,
+            ),
+            (
+                "hubd_bridged_calls_answered_total",
+                "Bridged calls answered on both sides, by kind.",
+                &self.answered,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for kind in BridgeKind::ALL {
+                let _ = writeln!(
+                    out,
+                    "{name}{{kind=\"{}\"}} {}",
+                    kind.as_str(),
+                    values[kind.index()].load(Ordering::Relaxed)
+                );
+            }
+        }
+        gauge(
+            out,
+            "hubd_bridged_calls_active",
+            "Bridged calls in progress.",
+            self.active.load(Ordering::Relaxed),
+        );
+        let name = "hubd_call_media_verdicts_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Bridged calls by media health verdict (one_way_audio, long_silence …).\n# TYPE {name} counter"
+        );
+        for (verdict, count) in VERDICTS.iter().zip(&self.verdicts) {
+            let _ = writeln!(
+                out,
+                "{name}{{verdict=\"{}\"}} {}",
+                verdict.as_str(),
+                count.load(Ordering::Relaxed)
+            );
+        }
+        let name = "hubd_rtp_packets_dropped_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} RTP packets of ended calls dropped, by reason.\n# TYPE {name} counter"
+        );
+        for (reason, count) in ["wrong_source", "wrong_payload_type", "malformed"]
+            .iter()
+            .zip(&self.rtp_dropped)
+        {
+            let _ = writeln!(
+                out,
+                "{name}{{reason=\"{reason}\"}} {}",
+                count.load(Ordering::Relaxed)
+            );
+        }
+    }
 }
 
 /// Outcomes of [`crate::media::recording::repair_dir`] at start, by kind.
@@ -143,6 +285,20 @@ impl Metrics {
         self.modem_recovery.render(out);
         self.sip.render(out);
         self.recordings_repair.render(out);
+        self.calls.render(out);
+        let pool = crate::media::recording::RecorderPool::shared_if_started();
+        gauge(
+            out,
+            "hubd_recordings_active",
+            "Call recordings in progress on the recorder threads.",
+            pool.as_ref().map_or(0, |pool| pool.active()),
+        );
+        let name = "hubd_recording_ticks_dropped_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} 20 ms recording ticks dropped because a recorder thread fell behind (recorded as lost packets).\n# TYPE {name} counter\n{name} {}",
+            pool.as_ref().map_or(0, |pool| pool.dropped_ticks())
+        );
     }
 }
 

@@ -647,6 +647,21 @@ fn media_defaults_and_values() {
     // Environment overrides reach [media] too.
     let config = loaded(SLOT, &[("HUBD__MEDIA__JITTER_MS", "40")]);
     assert_eq!(config.media.jitter_ms, 40);
+
+    // [media.health]: the defaults, and any field set alone.
+    assert_eq!(
+        config.media.health,
+        hubd::media::health::HealthConfig::default()
+    );
+    let text =
+        format!("[media.health]\nsilence_threshold_dbfs = -45.0\nlong_silence_ms = 8000\n\n{SLOT}");
+    let health = loaded(&text, &[]).media.health;
+    assert_eq!(health.silence_threshold_dbfs, -45.0);
+    assert_eq!(health.long_silence_ms, 8_000);
+    assert_eq!(
+        health.hangover_ms,
+        hubd::media::health::HealthConfig::default().hangover_ms
+    );
 }
 
 #[test]
@@ -695,6 +710,18 @@ fn media_errors_name_the_field_value_and_why() {
         (
             "[media]\nrecording_complexity = 11\n",
             "hubd.toml: field `media.recording_complexity` = 11: must be between 0 (cheapest) and 10",
+        ),
+        (
+            "[media.health]\nsilence_threshold_dbfs = 3.0\n",
+            "hubd.toml: field `media.health.silence_threshold_dbfs` = 3: must be between -90 and -10 dBFS (speech sits around -35 to -15)",
+        ),
+        (
+            "[media.health]\nlong_silence_ms = 0\n",
+            "hubd.toml: field `media.health.long_silence_ms` = 0: must be between 20 and 3600000 ms",
+        ),
+        (
+            "[media.health]\none_way_min_speech_ms = 400\n",
+            "hubd.toml: field `media.health.one_way_max_other_ms` = 500: must be below media.health.one_way_min_speech_ms (400), or every call is one-way",
         ),
         (
             "[[slots]]\nid = 1\nkind = \"auto\"\nrecording = \"sometimes\"\ndriver = { type = \"sim\" }\n",

@@ -32,7 +32,7 @@ fn raw(i: u64) -> Write {
 }
 
 fn cdr(call_id: &str) -> Write {
-    Write::Cdr(CdrRecord {
+    Write::Cdr(Box::new(CdrRecord {
         call_id: call_id.into(),
         slot_id: SlotId::new(1).unwrap(),
         direction: CallDirection::Outbound,
@@ -41,7 +41,13 @@ fn cdr(call_id: &str) -> Write {
         answered_at_ms: Some(3_000),
         ended_at_ms: 63_000,
         end_cause: "normal_clearing".into(),
-    })
+        sip_cause: None,
+        device_cause: None,
+        recording: None,
+        media: None,
+        rtp: None,
+        audiosocket: None,
+    }))
 }
 
 fn seqs(dir: &Path) -> Vec<u64> {

@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::media::{AudioSocketSession, MediaHealth, RtpCounters};
 use crate::{CallDirection, SlotEventKind, SlotId, SlotKind, SlotState};
 
 /// What an outbox entry carries; stored beside the payload as its `kind`.
@@ -86,7 +87,7 @@ pub struct SlotIdentity {
 }
 
 /// A call detail record: one call attempt through a slot, answered or not.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CdrRecord {
     /// Unique id of the call on this hub.
     pub call_id: String,
@@ -106,6 +107,27 @@ pub struct CdrRecord {
     /// Why it ended, in the device's or the supervisor's words
     /// (e.g. `normal_clearing`, `no_answer`, `slot_restart`).
     pub end_cause: String,
+    /// The SIP side's end cause, for a call bridged to SIP: `remote_bye`,
+    /// `local_bye`, `cancelled`, `ack_timeout`, or the final status sent or
+    /// received (`486`, `488` …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sip_cause: Option<String>,
+    /// The device's end cause (`normal_clearing`, `user_busy` …), when the
+    /// device reported one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_cause: Option<String>,
+    /// The call's recording (Ogg Opus), when the slot's policy recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording: Option<String>,
+    /// Media health of the bridged audio, when media ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media: Option<MediaHealth>,
+    /// The RTP leg's counters, when the call had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtp: Option<RtpCounters>,
+    /// The AudioSocket session, when the call was streamed to one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audiosocket: Option<AudioSocketSession>,
 }
 
 impl CdrRecord {

@@ -11,6 +11,7 @@ pub mod config;
 pub mod enroll;
 pub mod events;
 pub mod ids;
+pub mod media;
 pub mod numbering;
 pub mod slot_fsm;
 pub mod sync;

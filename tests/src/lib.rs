@@ -12,9 +12,12 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+pub mod audiosocket;
 pub mod control_plane;
 pub mod kamailio;
 pub mod modem;
+pub mod modem_hub;
+pub mod recording;
 pub mod sipp;
 pub mod sshd;
 pub mod sync_client;

@@ -169,6 +169,12 @@ impl SippConfig {
         self.pause_ms = ms;
         self
     }
+
+    /// Echoes the RTP received on its media port to its sender (`-rtp_echo`).
+    pub fn rtp_echo(mut self) -> SippConfig {
+        self.rtp_echo = true;
+        self
+    }
 }
 
 /// How a sipp run ended.
@@ -350,6 +356,12 @@ impl Sipp {
         SocketAddr::from(([127, 0, 0, 1], self.config.port))
     }
 
+    /// The SIP messages sipp sent and received so far (its `-trace_msg`
+    /// log), for waiting on a step of a running scenario.
+    pub fn messages_so_far(&self) -> String {
+        self.read("messages.log")
+    }
+
     /// Its media port (`-mp`).
     pub fn media_port(&self) -> u16 {
         self.config.media_port
@@ -443,12 +455,33 @@ pub fn parse_stat_counters(csv: &str) -> (u64, u64) {
     (column("SuccessfulCall(C)"), column("FailedCall(C)"))
 }
 
+/// `tone` as RTP packets of 20 ms G.711 frames (payload type of the codec,
+/// sequence from 1, timestamp +160, marker on the first) from `ssrc`: what
+/// [`tone_pcap`] carries, and what a test sends from its own socket.
+pub fn tone_rtp(tone: &Tone, ssrc: u32) -> Vec<Vec<u8>> {
+    let samples = tone::sine(tone.frequency, 8000, 8000, tone.seconds);
+    samples
+        .chunks_exact(160)
+        .enumerate()
+        .map(|(i, frame)| {
+            let index = u32::try_from(i).expect("a short tone");
+            let mut rtp = Vec::with_capacity(172);
+            rtp.push(0x80);
+            rtp.push(tone.codec.payload_type() | if i == 0 { 0x80 } else { 0 });
+            rtp.extend_from_slice(&(index as u16).wrapping_add(1).to_be_bytes());
+            rtp.extend_from_slice(&index.wrapping_mul(160).to_be_bytes());
+            rtp.extend_from_slice(&ssrc.to_be_bytes());
+            rtp.extend(frame.iter().map(|&s| tone.codec.encode(s)));
+            rtp
+        })
+        .collect()
+}
+
 /// RTP of `tone` as a pcap sipp's `play_pcap_audio` plays: Ethernet, IPv4
 /// (127.0.0.1:6000 → 127.0.0.1:6002; sipp rewrites both), UDP with its
 /// checksum, RTP (payload type of the codec, sequence from 1, timestamp +160,
 /// marker on the first) of 20 ms G.711 frames, 20 ms apart.
 pub fn tone_pcap(tone: &Tone) -> Vec<u8> {
-    let samples = tone::sine(tone.frequency, 8000, 8000, tone.seconds);
     let mut out = Vec::new();
     // Global header: magic, v2.4, GMT offset 0, accuracy 0, snaplen, Ethernet.
     out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
@@ -458,17 +491,9 @@ pub fn tone_pcap(tone: &Tone) -> Vec<u8> {
     out.extend_from_slice(&0u32.to_le_bytes());
     out.extend_from_slice(&65_535u32.to_le_bytes());
     out.extend_from_slice(&1u32.to_le_bytes());
-    let ssrc = 0x5653_5301u32;
-    for (i, frame) in samples.chunks_exact(160).enumerate() {
+    for (i, rtp) in tone_rtp(tone, 0x5653_5301).iter().enumerate() {
         let index = u32::try_from(i).expect("a short tone");
-        let mut rtp = Vec::with_capacity(172);
-        rtp.push(0x80);
-        rtp.push(tone.codec.payload_type() | if i == 0 { 0x80 } else { 0 });
-        rtp.extend_from_slice(&(index as u16).wrapping_add(1).to_be_bytes());
-        rtp.extend_from_slice(&index.wrapping_mul(160).to_be_bytes());
-        rtp.extend_from_slice(&ssrc.to_be_bytes());
-        rtp.extend(frame.iter().map(|&s| tone.codec.encode(s)));
-        let frame_bytes = ethernet_ipv4_udp([127, 0, 0, 1], 6000, [127, 0, 0, 1], 6002, &rtp);
+        let frame_bytes = ethernet_ipv4_udp([127, 0, 0, 1], 6000, [127, 0, 0, 1], 6002, rtp);
         let micros = u64::from(index) * 20_000;
         let length = u32::try_from(frame_bytes.len()).expect("a small frame");
         out.extend_from_slice(&((micros / 1_000_000) as u32).to_le_bytes());

@@ -71,6 +71,29 @@ pub fn dominant_frequency(samples: &[i16], rate: u32) -> Option<(f64, f64)> {
     best.filter(|&(_, power)| power > 0.0)
 }
 
+/// Of `step` Hz steps from `low` to `high` Hz inclusive, the frequency whose
+/// Goertzel power in `samples` is highest, with that power; `None` for no
+/// samples, digital silence or an empty range. Finer than
+/// [`dominant_frequency`] for tones off its 100 Hz grid (425 Hz).
+pub fn dominant_frequency_between(
+    samples: &[i16],
+    rate: u32,
+    low: f64,
+    high: f64,
+    step: f64,
+) -> Option<(f64, f64)> {
+    let mut best: Option<(f64, f64)> = None;
+    let mut frequency = low;
+    while frequency <= high && step > 0.0 {
+        let power = goertzel_power(samples, frequency, rate);
+        if best.is_none_or(|(_, p)| power > p) {
+            best = Some((frequency, power));
+        }
+        frequency += step;
+    }
+    best.filter(|&(_, power)| power > 0.0)
+}
+
 /// How much of the signal's power `frequency` carries, 0..=1: Goertzel power
 /// over half the mean power (a pure sine at `frequency` gives about 1).
 pub fn tone_purity(samples: &[i16], frequency: f64, rate: u32) -> f64 {
@@ -101,6 +124,22 @@ mod tests {
         );
         assert_eq!(dominant_frequency(&[0; 400], 8000), None);
         assert_eq!(dominant_frequency(&[], 8000), None);
+    }
+
+    #[test]
+    fn finds_a_tone_off_the_100_hz_grid() {
+        let tone = sine(425.0, 8000, 8000, 1.0);
+        let (frequency, _) =
+            dominant_frequency_between(&tone, 8000, 200.0, 3400.0, 5.0).expect("a tone");
+        assert_eq!(frequency, 425.0);
+        assert_eq!(
+            dominant_frequency_between(&[0; 400], 8000, 200.0, 3400.0, 5.0),
+            None
+        );
+        assert_eq!(
+            dominant_frequency_between(&tone, 8000, 500.0, 400.0, 5.0),
+            None
+        );
     }
 
     #[test]

@@ -65,26 +65,6 @@ fn page_offsets(bytes: &[u8]) -> Vec<usize> {
         .collect()
 }
 
-/// Decodes `path` with `opusdec` and returns the audio's length in ms.
-fn opusdec_ms(path: &Path) -> u64 {
-    let raw = path.with_extension("raw");
-    let output = Command::new("opusdec")
-        .args(["--quiet", "--rate", "16000"])
-        .arg(path)
-        .arg(&raw)
-        .output()
-        .expect("run opusdec (Debian package opus-tools)");
-    assert!(
-        output.status.success(),
-        "opusdec {}: {}",
-        path.display(),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let bytes = std::fs::metadata(&raw).expect("decoded audio").len();
-    // 16 kHz, 2 channels, 16-bit samples.
-    bytes / (16 * 2 * 2)
-}
-
 #[test]
 fn interrupted_recordings_are_repaired_at_start() {
     let dir = tempfile::tempdir().expect("a temp dir");
@@ -129,9 +109,12 @@ fn interrupted_recordings_are_repaired_at_start() {
         repaired_len <= last as u64,
         "cut back to whole pages: {repaired_len} > {last}"
     );
-    let kept_ms = opusdec_ms(&cut);
+    let kept_ms = vss_tests::recording::opusdec(&cut).duration_ms();
     assert!(kept_ms > 0, "the repaired recording decodes to some audio");
-    assert!(kept_ms < opusdec_ms(&complete), "the cut page is gone");
+    assert!(
+        kept_ms < vss_tests::recording::opusdec(&complete).duration_ms(),
+        "the cut page is gone"
+    );
     // The garbage was set aside, not deleted.
     assert!(!garbage.exists(), "garbage.opus renamed");
     assert_eq!(

@@ -975,6 +975,7 @@ fn pty_voice_port_streams_a_tone_and_records_the_driver() {
     let tone = Some(Tone {
         freq_hz: 1000.0,
         amplitude: 12_000,
+        also_hz: None,
     });
     let sent: Vec<u8> = (0..10).flat_map(|_| generator.next_frame(tone)).collect();
     voice.send(&sent).expect("writes audio");

@@ -30,9 +30,10 @@ pub use validate::validate;
 
 /// The whole hubd configuration.
 ///
-/// Read through [`ConfigFile`], which takes each slot's `sip_password` and
-/// `recording` out of `[[slots]]` into [`Config::sip_passwords`] and
-/// [`Config::recording_policies`] (so [`SlotConfig`] stays what the control
+/// Read through [`ConfigFile`], which takes each slot's `sip_password`,
+/// `recording` and `audiosocket` out of `[[slots]]` into
+/// [`Config::sip_passwords`], [`Config::recording_policies`] and
+/// [`Config::audiosocket_servers`] (so [`SlotConfig`] stays what the control
 /// plane pushes and compares).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(from = "ConfigFile")]
@@ -65,6 +66,12 @@ pub struct Config {
     /// [`RecordingPolicy::Never`]. See [`Config::recording_policy`].
     #[serde(skip)]
     pub recording_policies: BTreeMap<SlotId, RecordingPolicy>,
+    /// Each slot's AudioSocket server from the file (`audiosocket =
+    /// "host:port"` in its `[[slots]]` entry), by slot id: the slot's calls
+    /// are streamed there instead of being bridged to SIP. See
+    /// [`Config::audiosocket_server`].
+    #[serde(skip)]
+    pub audiosocket_servers: BTreeMap<SlotId, String>,
 }
 
 /// The file's shape of [`Config`]: the same sections, with `[[slots]]`
@@ -83,8 +90,8 @@ struct ConfigFile {
     slots: Vec<SlotEntry>,
 }
 
-/// A `[[slots]]` entry as written: [`SlotConfig`] plus `sip_password` and
-/// `recording`.
+/// A `[[slots]]` entry as written: [`SlotConfig`] plus `sip_password`,
+/// `recording` and `audiosocket`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SlotEntry {
@@ -101,12 +108,15 @@ struct SlotEntry {
     sip_password: Option<String>,
     #[serde(default)]
     recording: Option<RecordingPolicy>,
+    #[serde(default)]
+    audiosocket: Option<String>,
 }
 
 impl From<ConfigFile> for Config {
     fn from(file: ConfigFile) -> Config {
         let mut sip_passwords = BTreeMap::new();
         let mut recording_policies = BTreeMap::new();
+        let mut audiosocket_servers = BTreeMap::new();
         let slots = file
             .slots
             .into_iter()
@@ -116,6 +126,9 @@ impl From<ConfigFile> for Config {
                 }
                 if let Some(policy) = slot.recording {
                     recording_policies.insert(slot.id, policy);
+                }
+                if let Some(server) = slot.audiosocket {
+                    audiosocket_servers.insert(slot.id, server);
                 }
                 SlotConfig {
                     id: slot.id,
@@ -139,6 +152,7 @@ impl From<ConfigFile> for Config {
             slots,
             sip_passwords,
             recording_policies,
+            audiosocket_servers,
         }
     }
 }
@@ -220,6 +234,9 @@ pub struct MediaSection {
     pub recording_bitrate_kbps: u32,
     /// libopus complexity of recordings, 0 (cheapest) to 10.
     pub recording_complexity: u8,
+    /// `[media.health]`: thresholds of the per-call media health in the CDR
+    /// (silence level, one-way audio, long silence).
+    pub health: crate::media::health::HealthConfig,
 }
 
 impl Default for MediaSection {
@@ -232,6 +249,7 @@ impl Default for MediaSection {
             recordings_dir: None,
             recording_bitrate_kbps: u32::try_from(recording.bitrate_bps / 1_000).unwrap_or(24),
             recording_complexity: u8::try_from(recording.complexity).unwrap_or(3),
+            health: crate::media::health::HealthConfig::default(),
         }
     }
 }
@@ -643,6 +661,12 @@ impl Config {
             .unwrap_or_default()
     }
 
+    /// The AudioSocket server (`host:port`) slot `id`'s calls are streamed
+    /// to, if its `[[slots]]` entry has `audiosocket`.
+    pub fn audiosocket_server(&self, id: SlotId) -> Option<&str> {
+        self.audiosocket_servers.get(&id).map(String::as_str)
+    }
+
     /// Loads `path`, applies `HUBD__…` overrides from `vars`, and validates.
     pub fn load(
         path: &Path,
@@ -747,5 +771,56 @@ mod sip_tests {
         let error = load("[sip]\nregistrars = [\"192.0.2.1:5060\"]\nbogus = 1\n", &[])
             .expect_err("unknown");
         assert!(error.contains("bogus"), "{error}");
+    }
+}
+
+#[cfg(test)]
+mod audiosocket_tests {
+    use super::*;
+
+    fn slot(audiosocket: &str) -> String {
+        format!(
+            "[[slots]]\nid = 3\nkind = \"auto\"\naudiosocket = {audiosocket:?}\ndriver = {{ type = \"sim\" }}\n"
+        )
+    }
+
+    fn load(text: &str) -> Result<Config, String> {
+        Config::from_toml(text, Path::new("hubd.toml"), Vec::new()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_slot_names_its_audiosocket_server() {
+        for server in [
+            "127.0.0.1:9092",
+            "ai.example.com:9092",
+            "[::1]:9092",
+            "ai:1",
+        ] {
+            let config = load(&slot(server)).expect(server);
+            let id = SlotId::new(3).expect("id");
+            assert_eq!(config.audiosocket_server(id), Some(server));
+            assert_eq!(config.audiosocket_server(SlotId::new(4).expect("id")), None);
+        }
+    }
+
+    #[test]
+    fn a_bad_audiosocket_address_is_one_line_naming_the_slot_and_value() {
+        for server in [
+            "",
+            "ai.example.com",
+            "ai.example.com:0",
+            "ai.example.com:65536",
+            ":9092",
+            "::1:9092",
+            "[::1:9092",
+            "a b:9092",
+            "http://ai:9092",
+        ] {
+            let error = load(&slot(server)).expect_err(server);
+            assert!(!error.contains('\n'), "{error}");
+            assert!(error.contains("slots[0].audiosocket"), "{error}");
+            assert!(error.contains("slot 3"), "{error}");
+            assert!(error.contains(&format!("{server:?}")), "{error}");
+        }
     }
 }

@@ -227,10 +227,50 @@ pub fn validate(config: &Config, origin: &str) -> Result<(), ConfigError> {
                 "must not be empty or contain control characters".into(),
             ));
         }
+        if let Some(server) = config.audiosocket_servers.get(&slot.id)
+            && let Err(why) = audiosocket_address(server)
+        {
+            return Err(invalid(
+                format!("slots[{i}].audiosocket"),
+                format!("{server:?}"),
+                format!(
+                    "slot {}: {why}; write host:port, e.g. \"127.0.0.1:9092\" or \"ai.example.com:9092\"",
+                    slot.id
+                ),
+            ));
+        }
     }
     slot_numbers(config).map_err(|(i, number, e)| {
         invalid(format!("slots[{i}].sip_number"), number, e.to_string())
     })?;
+    Ok(())
+}
+
+/// Checks an AudioSocket server address, `host:port` (an IPv6 host in
+/// brackets); the host is resolved only when a call connects.
+pub fn audiosocket_address(value: &str) -> Result<(), &'static str> {
+    if value.is_empty() || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("not an address (empty, or with spaces)");
+    }
+    let Some((host, port)) = value.rsplit_once(':') else {
+        return Err("no port");
+    };
+    if !matches!(port.parse::<u16>(), Ok(1..)) {
+        return Err("the port must be 1-65535");
+    }
+    let host = match host.strip_prefix('[') {
+        Some(inner) => match inner.strip_suffix(']') {
+            Some(v6) if v6.parse::<std::net::Ipv6Addr>().is_ok() => return Ok(()),
+            _ => return Err("not an IPv6 address in brackets"),
+        },
+        None => host,
+    };
+    if host.is_empty() {
+        return Err("no host");
+    }
+    if host.contains([':', '/', '[', ']', '@']) {
+        return Err("not a host name or IP address (an IPv6 address goes in brackets)");
+    }
     Ok(())
 }
 
@@ -370,6 +410,47 @@ fn validate_media(
             "media.recording_complexity".into(),
             media.recording_complexity.to_string(),
             "must be between 0 (cheapest) and 10".into(),
+        ));
+    }
+    let health = &media.health;
+    let threshold = health.silence_threshold_dbfs;
+    if !threshold.is_finite() || !(-90.0..=-10.0).contains(&threshold) {
+        return Err(invalid(
+            "media.health.silence_threshold_dbfs".into(),
+            threshold.to_string(),
+            "must be between -90 and -10 dBFS (speech sits around -35 to -15)".into(),
+        ));
+    }
+    for (field, value, range) in [
+        ("hangover_ms", health.hangover_ms, 0..=5_000),
+        (
+            "one_way_min_speech_ms",
+            health.one_way_min_speech_ms,
+            20..=600_000,
+        ),
+        (
+            "one_way_max_other_ms",
+            health.one_way_max_other_ms,
+            0..=600_000,
+        ),
+        ("long_silence_ms", health.long_silence_ms, 20..=3_600_000),
+    ] {
+        if !range.contains(&value) {
+            return Err(invalid(
+                format!("media.health.{field}"),
+                value.to_string(),
+                format!("must be between {} and {} ms", range.start(), range.end()),
+            ));
+        }
+    }
+    if health.one_way_max_other_ms >= health.one_way_min_speech_ms {
+        return Err(invalid(
+            "media.health.one_way_max_other_ms".into(),
+            health.one_way_max_other_ms.to_string(),
+            format!(
+                "must be below media.health.one_way_min_speech_ms ({}), or every call is one-way",
+                health.one_way_min_speech_ms
+            ),
         ));
     }
     Ok(())

@@ -35,30 +35,20 @@ pub const MAX_SKEW_FRAMES: u32 = 64;
 /// Full scale of a 16-bit sample; 0 dBFS is a frame of RMS 32768.
 const FULL_SCALE: f64 = 32768.0;
 
-/// One direction of a bridged call's audio.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Direction {
-    /// Audio from the SIP leg, played toward the device.
-    SipToDevice,
-    /// Audio from the device, sent toward the SIP leg.
-    DeviceToSip,
+pub use vss_shared::media::{Direction, LegStats, MediaHealth, OneWay, Verdict};
+
+fn index(direction: Direction) -> usize {
+    match direction {
+        Direction::SipToDevice => 0,
+        Direction::DeviceToSip => 1,
+    }
 }
 
-impl Direction {
-    fn index(self) -> usize {
-        match self {
-            Self::SipToDevice => 0,
-            Self::DeviceToSip => 1,
-        }
-    }
-
-    fn from_index(index: usize) -> Self {
-        if index == 0 {
-            Self::SipToDevice
-        } else {
-            Self::DeviceToSip
-        }
+fn from_index(index: usize) -> Direction {
+    if index == 0 {
+        Direction::SipToDevice
+    } else {
+        Direction::DeviceToSip
     }
 }
 
@@ -94,68 +84,6 @@ impl Default for HealthConfig {
             long_silence_ms: 20_000,
         }
     }
-}
-
-/// Figures of one direction over the call.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LegStats {
-    /// Audio observed, in milliseconds (20 per frame).
-    pub duration_ms: u64,
-    /// Voice activity (including hangover), in milliseconds.
-    pub speech_ms: u64,
-    /// Level of active speech: the RMS over every frame above the silence
-    /// threshold, in dBFS; `None` if there was none.
-    pub speech_mean_dbfs: Option<f32>,
-    /// The loudest frame's RMS, in dBFS; `None` if every frame was digital
-    /// silence.
-    pub peak_dbfs: Option<f32>,
-    /// The RMS over the whole direction, in dBFS; `None` if it was all
-    /// digital silence.
-    pub mean_dbfs: Option<f32>,
-}
-
-/// One-way audio: one direction carried speech, the other stayed silent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OneWay {
-    /// The direction that stayed silent.
-    pub silent: Direction,
-    /// Speech heard in the other direction, in milliseconds.
-    pub speech_ms: u64,
-}
-
-/// The call's media in one word, worst first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Verdict {
-    /// No frame was observed (the call was never bridged).
-    NoMedia,
-    /// One direction had speech, the other none.
-    OneWayAudio,
-    /// Both directions were silent at once for at least the long-silence
-    /// threshold.
-    LongSilence,
-    /// Neither direction ever had speech, over less than the long-silence
-    /// threshold.
-    NoSpeech,
-    /// Speech both ways, no long silence.
-    Healthy,
-}
-
-/// The media health of one call, as written into the CDR.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MediaHealth {
-    /// The SIP leg's audio toward the device.
-    pub sip_to_device: LegStats,
-    /// The device's audio toward SIP.
-    pub device_to_sip: LegStats,
-    /// Set when the audio was one-way.
-    pub one_way_audio: Option<OneWay>,
-    /// The longest stretch with both directions silent, in milliseconds.
-    pub longest_silence_ms: u32,
-    /// Where that stretch began, in milliseconds from the first frame.
-    pub longest_silence_at_ms: u64,
-    /// The summary.
-    pub verdict: Verdict,
 }
 
 /// Running figures of one direction.
@@ -306,7 +234,7 @@ impl HealthMeter {
     /// Measures one 20 ms frame of `direction`; returns whether voice was
     /// active in it.
     pub fn observe(&mut self, direction: Direction, frame: &[u8; FRAME_BYTES]) -> bool {
-        let this = direction.index();
+        let this = index(direction);
         let active = self.legs[this].observe(frame, self.threshold, self.hangover_frames);
         self.unmatched[this].push(active);
         while self.unmatched[0].len > 0 && self.unmatched[1].len > 0 {
@@ -359,7 +287,7 @@ impl HealthMeter {
                 && speech[silent] <= u64::from(self.config.one_way_max_other_ms)
             {
                 one_way_audio = Some(OneWay {
-                    silent: Direction::from_index(silent),
+                    silent: from_index(silent),
                     speech_ms: speech[speaking],
                 });
             }

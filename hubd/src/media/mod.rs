@@ -1,5 +1,5 @@
 //! Media of bridged calls: G.711 and RTP (RFC 3550), telephone-events
-//! (RFC 4733), SDP offer/answer, the jitter buffer, Ogg Opus recordings,
+//! (RFC 4733) and in-band DTMF detection, SDP offer/answer, the jitter buffer, Ogg Opus recordings,
 //! AudioSocket to AI call processors, and per-call media health.
 //!
 //! Every call's audio inside hubd is the device's frame: 20 ms of 8 kHz mono
@@ -7,6 +7,7 @@
 //! [`crate::device::at_modem::voice::Frame`] carries it.
 
 pub mod audiosocket;
+pub mod dtmf_detect;
 pub mod g711;
 pub mod health;
 pub mod jitter;

@@ -27,17 +27,26 @@
 //! Invariant: a page on disk is never rewritten while recording; only
 //! [`repair`] rewrites one page header, the last, after truncating.
 //!
-//! Owns the recording file while the call lasts. Blocks on file I/O (one
-//! `write` per page, one `fdatasync` per sync interval): run it on a thread
-//! that may block, never on the voice clock's thread. Never decodes audio
-//! and never decides whether a call is recorded (the slot's policy does).
+//! Owns the recording file while the call lasts. A [`Recorder`] blocks on
+//! file I/O (one `write` per page, one `fdatasync` per sync interval): run
+//! it on a thread that may block, never on the async runtime or the voice
+//! clock's thread. The hub's [`RecorderPool`] is such threads: a call gets a
+//! [`RecordingHandle`] that queues its ticks without ever waiting (bounded:
+//! ticks beyond the queue are dropped, counted, and recorded as lost
+//! packets), and returns the same summary or first error at the end. Never
+//! decodes audio and never decides whether a call is recorded (the slot's
+//! policy does).
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use opus::{Application, Bitrate, Channels, Encoder, MSEncoder, Signal};
+use tokio::sync::oneshot;
 use vss_shared::SlotId;
 use vss_shared::slot_fsm::CallDirection;
 
@@ -85,14 +94,14 @@ pub struct RecordingConfig {
 }
 
 impl Default for RecordingConfig {
-    /// 16 kHz, two mono streams, 24 kbit/s, complexity 3, 8 kHz legs, 1 s
+    /// 16 kHz, two mono streams, 24 kbit/s, complexity 1, 8 kHz legs, 1 s
     /// pages, synced every 2 s (`docs/recordings.md` has the measurements
     /// behind them).
     fn default() -> RecordingConfig {
         RecordingConfig {
             sample_rate: 16_000,
             bitrate_bps: 24_000,
-            complexity: 3,
+            complexity: 1,
             channel_coding: ChannelCoding::TwoMono,
             sip_leg_hz: 8_000,
             device_leg_hz: 8_000,
@@ -265,6 +274,9 @@ pub struct Recorder {
     /// Interleaved stereo of one tick at the recording rate.
     pcm: Vec<f32>,
     packet: Vec<u8>,
+    /// The packet of a tick that never reached the recorder
+    /// ([`Recorder::push_lost`]).
+    lost_packet: Vec<u8>,
     ogg: PageWriter,
     /// 48 kHz samples the decoder drops at the start: the encoder's
     /// lookahead plus the resampler's delay, so decoded sample 0 is the
@@ -390,6 +402,7 @@ impl Recorder {
             device,
             pcm: vec![0.0; 2 * frame_len],
             packet: vec![0; MAX_PACKET],
+            lost_packet: Vec::new(),
             ogg: PageWriter::new(serial),
             pre_skip,
             tail_frames,
@@ -408,6 +421,7 @@ impl Recorder {
             u16::try_from(pre_skip).unwrap_or(u16::MAX),
             input_hz,
         );
+        recorder.lost_packet = silent_packet(&head).unwrap_or_default();
         recorder.ogg.add_packet(&head, 0);
         recorder.ogg.flush_page(false);
         let tags = opus_tags(meta, config);
@@ -474,6 +488,20 @@ impl Recorder {
         let sip = sip_leg.map(|frame| frame_samples(frame, &mut sip) as &[i16]);
         let device = device_leg.map(|frame| frame_samples(frame, &mut device) as &[i16]);
         self.push(sip, device)
+    }
+
+    /// Records `ticks` 20 ms ticks that never reached the recorder (the
+    /// [`RecorderPool`] fell behind and dropped them) as lost packets: a
+    /// TOC byte per stream and no frame data, which decoders conceal. They
+    /// cost next to nothing to write and keep the recording as long as the
+    /// call.
+    pub fn push_lost(&mut self, ticks: u64) -> Result<(), RecordingError> {
+        self.check_recording()?;
+        for _ in 0..ticks {
+            self.add_packet(None, None)?;
+            self.frames += 1;
+        }
+        Ok(())
     }
 
     /// Ends the recording: encodes the audio still in the resamplers and the
@@ -554,14 +582,29 @@ impl Recorder {
                 });
             }
         };
+        self.add_packet(Some(len), granule)
+    }
+
+    /// Puts the packet in `self.packet[..len]` (or, `None`, the lost
+    /// packet) on the page, closing the page when it is full.
+    fn add_packet(
+        &mut self,
+        len: Option<usize>,
+        granule: Option<u64>,
+    ) -> Result<(), RecordingError> {
         self.packets += 1;
+        let packet_len = len.unwrap_or(self.lost_packet.len());
         // Whole packets on a page: close it early rather than continue a
         // packet on the next page (the repair cuts after whole pages).
-        if self.ogg.buffered_segments() + len / 255 + 1 > 255 {
+        if self.ogg.buffered_segments() + packet_len / 255 + 1 > 255 {
             self.close_page()?;
         }
         let granule = granule.unwrap_or(self.packets * GRANULE_PER_FRAME);
-        self.ogg.add_packet(&self.packet[..len], granule);
+        let packet = match len {
+            Some(len) => &self.packet[..len],
+            None => &self.lost_packet[..],
+        };
+        self.ogg.add_packet(packet, granule);
         self.on_page += 1;
         if self.on_page >= self.frames_per_page {
             self.close_page()?;
@@ -616,6 +659,514 @@ impl Drop for Recorder {
         {
             tracing::warn!(path = %self.path.display(), error = %e, "recording not finished cleanly");
         }
+    }
+}
+
+// --- The recorder pool: recordings off the async runtime -----------------
+
+/// Ticks one recording may have waiting for its recorder thread, by
+/// default: 2 s of audio, one sync interval (about 700 bytes a tick, so at
+/// most some 70 kB a call). Beyond it the caller's ticks are dropped and
+/// counted, never waited for.
+pub const DEFAULT_QUEUE_TICKS: usize = 100;
+/// How long a call's end waits for its recording to be finished (the
+/// queued ticks, the last page, the sync) before it goes on without the
+/// summary; the recorder thread still finishes the file.
+pub const FINISH_WAIT: Duration = Duration::from_secs(10);
+/// How much lower the recorder threads run than the rest of hubd (a `nice`
+/// increment): under CPU contention the voice path goes first and the
+/// recordings' queues take up the difference.
+const RECORDER_NICE: libc::c_int = 5;
+
+/// The hub's recorder threads: they own every call's [`Recorder`], so the
+/// resampling, Opus encoding, page writes and `fdatasync`s (and the file's
+/// creation, which syncs too) never run on the async runtime or the voice
+/// clock. A call gets a [`RecordingHandle`] from [`RecorderPool::start`]
+/// and hands it one tick at a time without blocking.
+///
+/// Memory stays bounded: each recording may have at most `queue_ticks`
+/// ticks waiting for its thread; when the thread falls behind (a disk whose
+/// `fdatasync` stalls, a CPU that is short) further ticks are dropped and
+/// counted ([`RecordingHandle::dropped_ticks`],
+/// [`RecorderPool::dropped_ticks`]), and recorded as lost packets when the
+/// thread catches up ([`Recorder::push_lost`]), so the file still lasts as
+/// long as the call. One recording stays on one thread, in order.
+///
+/// The threads end when the pool and every handle are dropped; recordings
+/// still open then are finished by [`Recorder`]'s `Drop`.
+#[derive(Debug)]
+pub struct RecorderPool {
+    workers: Vec<std::sync::mpsc::Sender<Job>>,
+    next_worker: AtomicUsize,
+    next_id: AtomicU64,
+    queue_ticks: usize,
+    counters: Arc<PoolCounters>,
+}
+
+#[derive(Debug, Default)]
+struct PoolCounters {
+    active: AtomicU64,
+    dropped_ticks: AtomicU64,
+}
+
+/// What a recording's handle and its thread share.
+#[derive(Debug, Default)]
+struct HandleState {
+    /// Ticks sent and not yet recorded.
+    queued: AtomicUsize,
+    /// Ticks dropped because `queued` was full.
+    dropped: AtomicU64,
+    /// An error stopped the recording (or it was never created).
+    stopped: AtomicBool,
+}
+
+/// What a recorder thread is asked to do.
+enum Job {
+    Start {
+        id: u64,
+        path: PathBuf,
+        create: CreateRecorder,
+        state: Arc<HandleState>,
+    },
+    Tick {
+        id: u64,
+        /// Ticks dropped just before this one.
+        lost: u64,
+        sip: Option<Frame>,
+        device: Option<Frame>,
+    },
+    Finish {
+        id: u64,
+        lost: u64,
+        reply: Option<oneshot::Sender<Result<RecordingSummary, RecordingError>>>,
+    },
+    /// Blocks the thread until the sender is dropped.
+    #[cfg(test)]
+    Stall(std::sync::mpsc::Receiver<()>),
+}
+
+type CreateRecorder = Box<dyn FnOnce() -> Result<Recorder, RecordingError> + Send>;
+
+/// How a tick handed to [`RecordingHandle::push_frames`] fared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    /// Queued for the recorder thread.
+    Queued,
+    /// The recording's queue was full: dropped, counted, recorded as lost.
+    Dropped,
+    /// The recording was stopped by an error (or never created); nothing
+    /// more is recorded. [`RecordingHandle::finish`] tells why.
+    Stopped,
+}
+
+static SHARED_POOL: OnceLock<Arc<RecorderPool>> = OnceLock::new();
+
+impl RecorderPool {
+    /// A pool of `threads` recorder threads (at least one), each
+    /// recording allowed `queue_ticks` ticks in waiting (at least one).
+    /// Threads that cannot be spawned are logged and left out; with none,
+    /// every recording fails to start (a `Create` error at finish).
+    pub fn new(threads: usize, queue_ticks: usize) -> Arc<RecorderPool> {
+        let counters = Arc::new(PoolCounters::default());
+        let mut workers = Vec::with_capacity(threads.max(1));
+        for n in 0..threads.max(1) {
+            let (jobs, queue) = std::sync::mpsc::channel();
+            let spawned = std::thread::Builder::new()
+                .name(format!("recorder-{n}"))
+                .spawn({
+                    let counters = Arc::clone(&counters);
+                    move || run_recorder_thread(&queue, &counters)
+                });
+            match spawned {
+                Ok(_) => workers.push(jobs),
+                Err(e) => tracing::error!(error = %e, "cannot start a recorder thread"),
+            }
+        }
+        Arc::new(RecorderPool {
+            workers,
+            next_worker: AtomicUsize::new(0),
+            next_id: AtomicU64::new(0),
+            queue_ticks: queue_ticks.max(1),
+            counters,
+        })
+    }
+
+    /// The hub's pool, started on first use: one thread per core
+    /// (`available_parallelism`), [`DEFAULT_QUEUE_TICKS`] per recording.
+    pub fn shared() -> Arc<RecorderPool> {
+        Arc::clone(SHARED_POOL.get_or_init(|| {
+            let cores = std::thread::available_parallelism().map_or(1, usize::from);
+            RecorderPool::new(cores, DEFAULT_QUEUE_TICKS)
+        }))
+    }
+
+    /// The hub's pool if a call has started it (for `/metrics`, which must
+    /// not start threads).
+    pub fn shared_if_started() -> Option<Arc<RecorderPool>> {
+        SHARED_POOL.get().map(Arc::clone)
+    }
+
+    /// Starts recording a call into `path` ([`Recorder::create`], on a
+    /// recorder thread). Never blocks; a file that cannot be created is
+    /// logged there and reported by [`RecordingHandle::finish`].
+    pub fn start(
+        &self,
+        path: impl Into<PathBuf>,
+        meta: &RecordingMeta,
+        config: &RecordingConfig,
+    ) -> RecordingHandle {
+        let path = path.into();
+        let (meta, config, at) = (meta.clone(), config.clone(), path.clone());
+        self.start_with(path, Box::new(move || Recorder::create(at, &meta, &config)))
+    }
+
+    fn start_with(&self, path: PathBuf, create: CreateRecorder) -> RecordingHandle {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let state = Arc::new(HandleState::default());
+        let jobs = (!self.workers.is_empty()).then(|| {
+            let n = self.next_worker.fetch_add(1, Ordering::Relaxed) % self.workers.len();
+            self.workers[n].clone()
+        });
+        let jobs = jobs.filter(|jobs| {
+            jobs.send(Job::Start {
+                id,
+                path: path.clone(),
+                create,
+                state: Arc::clone(&state),
+            })
+            .is_ok()
+        });
+        if jobs.is_some() {
+            self.counters.active.fetch_add(1, Ordering::Relaxed);
+        } else {
+            state.stopped.store(true, Ordering::Relaxed);
+            tracing::warn!(path = %path.display(), "call not recorded: no recorder thread");
+        }
+        RecordingHandle {
+            id,
+            path,
+            jobs,
+            state,
+            counters: Arc::clone(&self.counters),
+            queue_ticks: self.queue_ticks,
+            lost: 0,
+            done: false,
+        }
+    }
+
+    /// Recorder threads running.
+    pub fn threads(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Recordings started and not yet finished.
+    pub fn active(&self) -> u64 {
+        self.counters.active.load(Ordering::Relaxed)
+    }
+
+    /// Ticks dropped since start, all recordings together, because a
+    /// recorder thread fell behind.
+    pub fn dropped_ticks(&self) -> u64 {
+        self.counters.dropped_ticks.load(Ordering::Relaxed)
+    }
+
+    /// Stalls every thread until the returned senders are dropped.
+    #[cfg(test)]
+    fn stall(&self) -> Vec<std::sync::mpsc::Sender<()>> {
+        self.workers
+            .iter()
+            .map(|jobs| {
+                let (release, stalled) = std::sync::mpsc::channel();
+                let _ = jobs.send(Job::Stall(stalled));
+                release
+            })
+            .collect()
+    }
+}
+
+/// One call's recording on a [`RecorderPool`] thread. Hand it each 20 ms
+/// tick ([`RecordingHandle::push_frames`], never blocks), then
+/// [`RecordingHandle::finish`]. Dropped without `finish`, the thread still
+/// finishes the file.
+#[derive(Debug)]
+pub struct RecordingHandle {
+    id: u64,
+    path: PathBuf,
+    /// The recording's thread; `None` when there is none.
+    jobs: Option<std::sync::mpsc::Sender<Job>>,
+    state: Arc<HandleState>,
+    counters: Arc<PoolCounters>,
+    queue_ticks: usize,
+    /// Ticks dropped since the last one queued.
+    lost: u64,
+    done: bool,
+}
+
+impl RecordingHandle {
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Ticks of this recording dropped so far (its thread fell behind).
+    pub fn dropped_ticks(&self) -> u64 {
+        self.state.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Whether an error stopped the recording (as far as its thread has
+    /// got).
+    pub fn is_stopped(&self) -> bool {
+        self.state.stopped.load(Ordering::Relaxed)
+    }
+
+    /// Hands one 20 ms tick ([`Recorder::push_frames`]) to the recording's
+    /// thread: copies the frames and queues them, or drops the tick when
+    /// the recording already has its queue's worth waiting. Never blocks.
+    pub fn push_frames(&mut self, sip_leg: Option<&Frame>, device_leg: Option<&Frame>) -> Pushed {
+        let Some(jobs) = &self.jobs else {
+            return Pushed::Stopped;
+        };
+        if self.state.stopped.load(Ordering::Relaxed) {
+            return Pushed::Stopped;
+        }
+        if self.state.queued.load(Ordering::Acquire) >= self.queue_ticks {
+            self.lost += 1;
+            self.state.dropped.fetch_add(1, Ordering::Relaxed);
+            self.counters.dropped_ticks.fetch_add(1, Ordering::Relaxed);
+            return Pushed::Dropped;
+        }
+        self.state.queued.fetch_add(1, Ordering::AcqRel);
+        let tick = Job::Tick {
+            id: self.id,
+            lost: std::mem::take(&mut self.lost),
+            sip: sip_leg.cloned(),
+            device: device_leg.cloned(),
+        };
+        if jobs.send(tick).is_err() {
+            self.state.stopped.store(true, Ordering::Relaxed);
+            return Pushed::Stopped;
+        }
+        Pushed::Queued
+    }
+
+    /// Ends the recording once its thread has recorded every queued tick
+    /// ([`Recorder::finish`]). The error that stopped it, if one did (the
+    /// first: `Create`, `Write`, `Encoder`); its thread has logged it.
+    pub async fn finish(mut self) -> Result<RecordingSummary, RecordingError> {
+        match self.send_finish() {
+            Ok(reply) => reply.await.unwrap_or_else(|_| Err(self.lost_thread())),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// [`RecordingHandle::finish`] for a thread that may block (not an
+    /// async task).
+    pub fn finish_blocking(mut self) -> Result<RecordingSummary, RecordingError> {
+        match self.send_finish() {
+            Ok(reply) => reply
+                .blocking_recv()
+                .unwrap_or_else(|_| Err(self.lost_thread())),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn send_finish(
+        &mut self,
+    ) -> Result<oneshot::Receiver<Result<RecordingSummary, RecordingError>>, RecordingError> {
+        self.done = true;
+        let (reply, answer) = oneshot::channel();
+        let Some(jobs) = self.jobs.take() else {
+            return Err(RecordingError::Create {
+                path: self.path.clone(),
+                source: io::Error::other("no recorder thread"),
+            });
+        };
+        let finish = Job::Finish {
+            id: self.id,
+            lost: std::mem::take(&mut self.lost),
+            reply: Some(reply),
+        };
+        match jobs.send(finish) {
+            Ok(()) => Ok(answer),
+            Err(_) => Err(self.lost_thread()),
+        }
+    }
+
+    /// The thread went away (it panicked).
+    fn lost_thread(&self) -> RecordingError {
+        RecordingError::Stopped {
+            path: self.path.clone(),
+        }
+    }
+}
+
+impl Drop for RecordingHandle {
+    fn drop(&mut self) {
+        if !self.done
+            && let Some(jobs) = self.jobs.take()
+        {
+            let _ = jobs.send(Job::Finish {
+                id: self.id,
+                lost: std::mem::take(&mut self.lost),
+                reply: None,
+            });
+        }
+    }
+}
+
+/// A recording on its thread.
+struct Entry {
+    path: PathBuf,
+    recorder: Option<Recorder>,
+    /// The error that stopped it, for `finish`.
+    error: Option<RecordingError>,
+    state: Arc<HandleState>,
+}
+
+impl Entry {
+    fn stop(&mut self, error: RecordingError) {
+        tracing::warn!(path = %self.path.display(), error = %error, "recording stopped; the call goes on");
+        self.state.stopped.store(true, Ordering::Relaxed);
+        self.recorder = None;
+        self.error.get_or_insert(error);
+    }
+}
+
+/// A recorder thread: runs jobs until every sender is gone.
+fn run_recorder_thread(jobs: &std::sync::mpsc::Receiver<Job>, counters: &PoolCounters) {
+    lower_priority();
+    let mut recordings: HashMap<u64, Entry> = HashMap::new();
+    while let Ok(job) = jobs.recv() {
+        let id = match &job {
+            Job::Start { id, .. } | Job::Tick { id, .. } | Job::Finish { id, .. } => Some(*id),
+            #[cfg(test)]
+            Job::Stall(_) => None,
+        };
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_job(job, &mut recordings, counters);
+        }));
+        if run.is_err()
+            && let Some(entry) = id.and_then(|id| recordings.remove(&id))
+        {
+            // Its handle's finish gets `Stopped`; the file is repaired at
+            // next start.
+            tracing::error!(path = %entry.path.display(), "recorder panicked; recording stopped");
+            entry.state.stopped.store(true, Ordering::Relaxed);
+            counters.active.fetch_sub(1, Ordering::Relaxed);
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(entry)));
+        }
+    }
+}
+
+fn run_job(job: Job, recordings: &mut HashMap<u64, Entry>, counters: &PoolCounters) {
+    match job {
+        Job::Start {
+            id,
+            path,
+            create,
+            state,
+        } => {
+            let mut entry = Entry {
+                path,
+                recorder: None,
+                error: None,
+                state,
+            };
+            match create() {
+                Ok(recorder) => entry.recorder = Some(recorder),
+                Err(e) => {
+                    tracing::warn!(path = %entry.path.display(), error = %e, "call not recorded");
+                    entry.state.stopped.store(true, Ordering::Relaxed);
+                    entry.error = Some(e);
+                }
+            }
+            recordings.insert(id, entry);
+        }
+        Job::Tick {
+            id,
+            lost,
+            sip,
+            device,
+        } => {
+            let Some(entry) = recordings.get_mut(&id) else {
+                return;
+            };
+            if let Some(recorder) = entry.recorder.as_mut() {
+                let pushed = recorder
+                    .push_lost(lost)
+                    .and_then(|()| recorder.push_frames(sip.as_ref(), device.as_ref()));
+                match pushed {
+                    Ok(()) => {}
+                    // That tick only; the recording goes on.
+                    Err(e @ RecordingError::Leg { .. }) => {
+                        tracing::debug!(path = %entry.path.display(), error = %e, "tick not recorded");
+                    }
+                    Err(e) => entry.stop(e),
+                }
+            }
+            entry.state.queued.fetch_sub(1, Ordering::AcqRel);
+        }
+        Job::Finish { id, lost, reply } => {
+            let Some(mut entry) = recordings.remove(&id) else {
+                return;
+            };
+            let result = match entry.recorder.take() {
+                Some(mut recorder) => recorder.push_lost(lost).and_then(|()| recorder.finish()),
+                None => Err(entry.error.take().unwrap_or(RecordingError::Stopped {
+                    path: entry.path.clone(),
+                })),
+            };
+            counters.active.fetch_sub(1, Ordering::Relaxed);
+            let dropped = entry.state.dropped.load(Ordering::Relaxed);
+            if dropped > 0 {
+                tracing::warn!(
+                    path = %entry.path.display(),
+                    dropped_ticks = dropped,
+                    "recording has lost ticks: its recorder thread fell behind"
+                );
+            }
+            // Nobody waiting (a dropped handle, a caller that gave up):
+            // an error not logged yet is logged here.
+            let unheard = match reply {
+                Some(reply) => reply.send(result).err(),
+                None => Some(result),
+            };
+            if let Some(Err(e)) = unheard
+                && entry.error.is_none()
+            {
+                tracing::warn!(path = %entry.path.display(), error = %e, "recording not finished cleanly");
+            }
+        }
+        #[cfg(test)]
+        Job::Stall(until) => {
+            let _ = until.recv();
+        }
+    }
+}
+
+/// Lowers the calling thread's priority by [`RECORDER_NICE`] (Linux: the
+/// nice value is per thread). Best effort.
+fn lower_priority() {
+    // SAFETY: gettid has no arguments and cannot fail.
+    let tid = unsafe { libc::syscall(libc::SYS_gettid) } as libc::id_t;
+    // SAFETY: plain syscalls on this thread's id; errors are ignored.
+    unsafe {
+        *libc::__errno_location() = 0;
+        let current = libc::getpriority(libc::PRIO_PROCESS, tid);
+        if *libc::__errno_location() == 0 {
+            libc::setpriority(libc::PRIO_PROCESS, tid, (current + RECORDER_NICE).min(19));
+        }
+    }
+}
+
+impl RecordingError {
+    /// Whether the recording's file exists after this error: it does
+    /// unless the recording could not be created (`Config`, `Create`).
+    pub fn file_kept(&self) -> bool {
+        !matches!(
+            self,
+            RecordingError::Config(_) | RecordingError::Create { .. }
+        )
     }
 }
 
@@ -1570,5 +2121,194 @@ mod tests {
         assert_eq!(rfc3339_utc(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339_utc(951_868_799_999), "2000-02-29T23:59:59.999Z");
         assert_eq!(rfc3339_utc(1_795_530_225_123), "2026-11-24T14:23:45.123Z");
+    }
+
+    /// `tick`'s frame of a sine at `hz` on an 8 kHz leg.
+    fn tone_frame(hz: f64, tick: usize) -> Frame {
+        let mut frame: Frame = Box::new([0; FRAME_BYTES]);
+        for (bytes, sample) in frame.chunks_exact_mut(2).zip(tone(hz, tick)) {
+            bytes.copy_from_slice(&sample.to_le_bytes());
+        }
+        frame
+    }
+
+    /// Pushes `ticks` ticks of 1 kHz (SIP) and 440 Hz (device) from tick
+    /// `from` on; how each fared.
+    fn push_tones(handle: &mut RecordingHandle, from: usize, ticks: usize) -> Vec<Pushed> {
+        (from..from + ticks)
+            .map(|tick| {
+                handle.push_frames(
+                    Some(&tone_frame(1_000.0, tick)),
+                    Some(&tone_frame(440.0, tick)),
+                )
+            })
+            .collect()
+    }
+
+    fn wait_for(what: &str, cond: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !cond() {
+            assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn a_pool_records_ticks_off_the_caller_into_a_file_opusdec_decodes() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("pooled.opus");
+        let pool = RecorderPool::new(2, 200);
+        assert_eq!(pool.threads(), 2);
+        let mut handle = pool.start(&path, &meta(), &config());
+        assert_eq!(handle.path(), path);
+        let pushed = push_tones(&mut handle, 0, 150); // 3 s
+        assert!(pushed.iter().all(|p| *p == Pushed::Queued), "{pushed:?}");
+        assert_eq!(pool.active(), 1);
+        let summary = handle.finish_blocking().expect("finish");
+        assert_eq!(summary.path, path);
+        assert_eq!(summary.duration_ms, 3_000);
+        assert_eq!(pool.active(), 0);
+        assert_eq!(pool.dropped_ticks(), 0);
+        opusinfo(&path);
+        let (left, right) = opusdec(&path);
+        assert!(
+            left.len().abs_diff(3 * DECODE_HZ as usize) <= 320,
+            "{} samples",
+            left.len()
+        );
+        assert_channel("left (SIP)", &left, 1_000.0, 440.0);
+        assert_channel("right (device)", &right, 440.0, 1_000.0);
+
+        // From an async task too; a handle dropped unfinished is finished
+        // by its thread.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let path = dir.path().join("async.opus");
+        let mut handle = pool.start(&path, &meta(), &config());
+        push_tones(&mut handle, 0, 25);
+        let summary = runtime.block_on(handle.finish()).expect("finish");
+        assert_eq!(summary.duration_ms, 500);
+        let dropped = dir.path().join("dropped.opus");
+        let mut handle = pool.start(&dropped, &meta(), &config());
+        push_tones(&mut handle, 0, 25);
+        drop(handle);
+        wait_for("the dropped handle's recording to finish", || {
+            pool.active() == 0
+        });
+        assert_eq!(repair(&dropped).expect("repair"), Repair::Complete);
+    }
+
+    #[test]
+    fn a_stalled_pool_drops_and_counts_ticks_and_the_file_keeps_the_call_length() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("stalled.opus");
+        let pool = RecorderPool::new(1, 10);
+        let mut handle = pool.start(&path, &meta(), &config());
+        push_tones(&mut handle, 0, 5);
+        wait_for("the first ticks to be recorded", || {
+            handle.state.queued.load(Ordering::Acquire) == 0
+        });
+        let stall = pool.stall();
+        // The pusher never waits: 10 ticks queue, the other 30 are dropped.
+        let started = std::time::Instant::now();
+        let pushed = push_tones(&mut handle, 5, 40);
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert!(
+            pushed[..10].iter().all(|p| *p == Pushed::Queued),
+            "{pushed:?}"
+        );
+        assert!(
+            pushed[10..].iter().all(|p| *p == Pushed::Dropped),
+            "{pushed:?}"
+        );
+        assert_eq!(handle.dropped_ticks(), 30);
+        assert_eq!(pool.dropped_ticks(), 30);
+        drop(stall);
+        wait_for("the thread to catch up", || {
+            handle.state.queued.load(Ordering::Acquire) == 0
+        });
+        push_tones(&mut handle, 45, 5);
+        // Lost ticks are recorded as lost packets: the file lasts the call.
+        let summary = handle.finish_blocking().expect("finish");
+        assert_eq!(summary.duration_ms, 50 * 20);
+        opusinfo(&path);
+        let (left, right) = opusdec(&path);
+        assert_eq!(left.len(), right.len());
+        assert!(
+            left.len().abs_diff(DECODE_HZ as usize) <= 320,
+            "{} samples",
+            left.len()
+        );
+        assert_eq!(repair(&path).expect("repair"), Repair::Complete);
+    }
+
+    #[test]
+    fn a_recording_stopped_by_an_error_finishes_with_that_error() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let pool = RecorderPool::new(1, 1_000);
+
+        // Never created: the Create error, no file.
+        let missing = dir.path().join("no-such-dir").join("call.opus");
+        let mut handle = pool.start(&missing, &meta(), &config());
+        wait_for("the create to fail", || handle.is_stopped());
+        assert_eq!(push_tones(&mut handle, 0, 1), vec![Pushed::Stopped]);
+        let error = handle.finish_blocking().expect_err("not created");
+        assert!(matches!(error, RecordingError::Create { .. }), "{error:?}");
+        assert!(!error.file_kept());
+        assert!(!missing.exists());
+
+        // A disk that fills up mid-call: the first error, ENOSPC, at finish.
+        let mut handle = pool.start_with(
+            PathBuf::from("filling.opus"),
+            Box::new(|| {
+                Recorder::start(
+                    PathBuf::from("filling.opus"),
+                    Box::new(FillingDisk { room: 2_000 }),
+                    &meta(),
+                    &config(),
+                )
+            }),
+        );
+        push_tones(&mut handle, 0, 500);
+        wait_for("the disk to fill", || handle.is_stopped());
+        assert_eq!(push_tones(&mut handle, 500, 1), vec![Pushed::Stopped]);
+        let error = handle.finish_blocking().expect_err("disk full");
+        assert!(
+            matches!(error, RecordingError::Write { ref source, .. } if source.raw_os_error() == Some(libc::ENOSPC)),
+            "{error:?}"
+        );
+        assert!(error.file_kept());
+        assert_eq!(pool.active(), 0);
+
+        // The pool goes on recording other calls.
+        let path = dir.path().join("after.opus");
+        let mut handle = pool.start(&path, &meta(), &config());
+        push_tones(&mut handle, 0, 10);
+        assert_eq!(handle.finish_blocking().expect("finish").duration_ms, 200);
+    }
+
+    #[test]
+    fn lost_ticks_keep_the_timeline() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("lost.opus");
+        let mut recorder = Recorder::create(&path, &meta(), &config()).expect("create");
+        record_tones(&mut recorder, 50);
+        recorder.push_lost(25).expect("lost");
+        record_tones(&mut recorder, 50);
+        let summary = recorder.finish().expect("finish");
+        assert_eq!(summary.duration_ms, 2_500);
+        opusinfo(&path);
+        let (left, right) = opusdec(&path);
+        assert!(
+            left.len().abs_diff(DECODE_HZ as usize * 5 / 2) <= 320,
+            "{} samples",
+            left.len()
+        );
+        // The audio after the gap is still each leg's own tone.
+        let after = &left[left.len() - DECODE_HZ as usize / 2..];
+        assert_channel("left after the gap", after, 1_000.0, 440.0);
+        let after = &right[right.len() - DECODE_HZ as usize / 2..];
+        assert_channel("right after the gap", after, 440.0, 1_000.0);
     }
 }

@@ -314,6 +314,23 @@ pub struct RtpStatsSnapshot {
     pub latched: Option<SocketAddr>,
 }
 
+impl RtpStatsSnapshot {
+    /// The counters a CDR keeps.
+    pub fn counters(&self) -> vss_shared::media::RtpCounters {
+        vss_shared::media::RtpCounters {
+            packets_in: self.packets_in,
+            packets_out: self.packets_out,
+            lost: self.lost,
+            late: self.late,
+            dropped_wrong_source: self.dropped_wrong_source,
+            dropped_wrong_payload_type: self.dropped_wrong_payload_type,
+            dropped_malformed: self.dropped_malformed,
+            dtmf_in: self.dtmf_in,
+            dtmf_out: self.dtmf_out,
+        }
+    }
+}
+
 impl RtpStats {
     /// The counters now.
     pub fn snapshot(&self) -> RtpStatsSnapshot {

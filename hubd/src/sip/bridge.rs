@@ -2,7 +2,7 @@
 //! [`CallHandle`]), the slot's device (through the slot's session, which
 //! alone owns the device: a [`DeviceLink`]), the call's [`RtpSession`], and
 //! a tap on every 20 ms frame both ways feeding the [`HealthMeter`] and the
-//! [`Recorder`].
+//! [`Recorder`](crate::media::recording::Recorder) (on a [`RecorderPool`] thread).
 //!
 //! - F-09 ([`incoming`]): an INVITE for the slot → the SDP offer is
 //!   negotiated (`488` when nothing fits, late offers included) and an RTP
@@ -36,8 +36,11 @@ use super::call::{CallEvent, Credentials, IncomingInvite, OutgoingCall};
 use super::endpoint::{CallAction, CallHandle, SipUa};
 use crate::device::DeviceError;
 use crate::device::at_modem::voice::{AudioStream, Frame};
+use crate::media::dtmf_detect::DtmfDetector;
 use crate::media::health::{self, HealthConfig, HealthMeter, MediaHealth};
-use crate::media::recording::{Recorder, RecordingConfig, RecordingMeta};
+use crate::media::recording::{
+    FINISH_WAIT, RecorderPool, RecordingConfig, RecordingHandle, RecordingMeta,
+};
 use crate::media::rtp_session::{PortRange, RtpConfig, RtpSession, RtpSocket, RtpStatsSnapshot};
 use crate::media::sdp::{self, LocalMedia, Negotiated, SessionDescription};
 use crate::media::telephone_event::Digit;
@@ -46,6 +49,8 @@ use crate::media::telephone_event::Digit;
 const TAP_QUEUE: usize = 8;
 /// Requests queued from a bridge to its session.
 const LINK_QUEUE: usize = 8;
+/// Digits heard on the device side, queued for the far side.
+pub(crate) const DIGIT_QUEUE: usize = 16;
 
 /// What a bridge asks of the slot's device; the session carries it out,
 /// bounded by its device timeout.
@@ -91,7 +96,7 @@ pub enum FromDevice {
 #[derive(Debug)]
 pub struct DeviceLink {
     requests: mpsc::Sender<ToDevice>,
-    events: mpsc::Receiver<FromDevice>,
+    pub(super) events: mpsc::Receiver<FromDevice>,
 }
 
 /// The session's end of its link to the bridge.
@@ -120,13 +125,16 @@ pub fn link() -> (DeviceLink, SessionLink) {
 }
 
 impl DeviceLink {
-    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> ToDevice) -> Option<T> {
+    pub(super) async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> ToDevice,
+    ) -> Option<T> {
         let (tx, rx) = oneshot::channel();
         self.requests.send(make(tx)).await.ok()?;
         rx.await.ok()
     }
 
-    async fn tell(&self, request: ToDevice) {
+    pub(super) async fn tell(&self, request: ToDevice) {
         let _ = self.requests.send(request).await;
     }
 }
@@ -163,6 +171,11 @@ pub struct CallOutcome {
     pub recording: Option<PathBuf>,
     /// The RTP counters, when media ran.
     pub rtp: Option<RtpStatsSnapshot>,
+    /// The AudioSocket session, when the call was streamed to one.
+    pub audiosocket: Option<vss_shared::media::AudioSocketSession>,
+    /// The device had a call (it accepted the dial, or the call rang on
+    /// it); when not, the slot's call ends with the bridge.
+    pub device_call: bool,
 }
 
 impl CallOutcome {
@@ -196,22 +209,32 @@ pub fn sip_status_for(device_cause: &str) -> (u16, &'static str) {
     }
 }
 
+/// DTMF of a call's media.
+enum MediaEvent {
+    /// A digit the peer sent by RFC 4733; `None`: the RTP session ended.
+    Received(Option<Digit>),
+    /// A digit heard in band in the device's audio.
+    Heard(Digit),
+}
+
 /// Media of an answered call: the RTP session and the tap.
-struct Media {
+pub struct CallMedia {
     rtp: RtpSession,
+    /// DTMF the tap heard in the device's audio, to send as RFC 4733.
+    detected_digits: mpsc::Receiver<Digit>,
     tap: JoinHandle<(MediaHealth, Option<PathBuf>)>,
     cancel: CancellationToken,
 }
 
-impl Media {
+impl CallMedia {
     /// Starts the RTP session on `socket` toward `remote` and the tap
     /// between it and the device's `audio`.
-    fn start(
+    pub fn start(
         socket: RtpSocket,
         remote: Negotiated,
         audio: AudioStream,
         config: &BridgeConfig,
-    ) -> Result<Media, String> {
+    ) -> Result<CallMedia, String> {
         let cancel = CancellationToken::new();
         let (to_rtp, from_device) = mpsc::channel(TAP_QUEUE);
         let (to_device, from_rtp) = mpsc::channel(TAP_QUEUE);
@@ -226,37 +249,51 @@ impl Media {
             cancel.clone(),
         )
         .map_err(|e| e.to_string())?;
-        let recorder = match &config.recording {
-            Some((path, recording)) => match Recorder::create(path, &config.meta, recording) {
-                Ok(recorder) => Some(recorder),
-                Err(e) => {
-                    tracing::warn!(error = %e, "call not recorded");
-                    None
-                }
-            },
-            None => None,
-        };
+        // Created, encoded and written on the hub's recorder threads, off
+        // the runtime (a file that cannot be created is logged there).
+        let recorder = config
+            .recording
+            .as_ref()
+            .map(|(path, recording)| RecorderPool::shared().start(path, &config.meta, recording));
+        let (detected, detected_digits) = mpsc::channel(DIGIT_QUEUE);
         let tap = tokio::spawn(tap(
             audio,
             to_rtp,
             from_rtp,
             HealthMeter::new(config.health.clone()),
             recorder,
+            detected,
             cancel.clone(),
         ));
-        Ok(Media { rtp, tap, cancel })
+        Ok(CallMedia {
+            rtp,
+            tap,
+            detected_digits,
+            cancel,
+        })
     }
 
-    /// The next DTMF digit the peer sent by RFC 4733.
-    async fn next_digit(media: &mut Option<Media>) -> Option<Digit> {
-        match media {
-            Some(media) => media.rtp.received_digits.recv().await,
-            None => std::future::pending().await,
+    /// The next DTMF digit, either way; never, without media.
+    async fn next_event(media: &mut Option<CallMedia>) -> MediaEvent {
+        let Some(media) = media else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            Some(digit) = media.detected_digits.recv() => MediaEvent::Heard(digit),
+            digit = media.rtp.received_digits.recv() => MediaEvent::Received(digit),
+        }
+    }
+
+    /// Sends a digit heard on the device side to the peer (RFC 4733), when
+    /// the peer negotiated telephone-events.
+    fn send_detected(&self, digit: Digit) {
+        if let Err(e) = self.rtp.send_digit(digit) {
+            tracing::info!(%digit, error = %e, "DTMF from the device not sent");
         }
     }
 
     /// Stops both tasks; the health summary, recording and RTP counters.
-    async fn finish(self) -> (Option<MediaHealth>, Option<PathBuf>, RtpStatsSnapshot) {
+    pub async fn finish(self) -> (Option<MediaHealth>, Option<PathBuf>, RtpStatsSnapshot) {
         self.cancel.cancel();
         let rtp = self.rtp.join().await;
         match self.tap.await {
@@ -272,15 +309,17 @@ impl Media {
 /// Hands every frame on, each way, showing it to the meter and the
 /// recorder. The device paces the recording: each device frame is one
 /// tick, with the SIP leg's latest frame (or silence).
-async fn tap(
+pub(crate) async fn tap(
     mut device: AudioStream,
     to_rtp: mpsc::Sender<Frame>,
     mut from_rtp: mpsc::Receiver<Frame>,
     mut meter: HealthMeter,
-    mut recorder: Option<Recorder>,
+    mut recorder: Option<RecordingHandle>,
+    detected: mpsc::Sender<Digit>,
     cancel: CancellationToken,
 ) -> (MediaHealth, Option<PathBuf>) {
     let path = recorder.as_ref().map(|r| r.path().to_owned());
+    let mut dtmf = DtmfDetector::new();
     let mut sip_frame: Option<Frame> = None;
     let mut device_open = true;
     loop {
@@ -292,16 +331,17 @@ async fn tap(
                     continue;
                 };
                 meter.observe(health::Direction::DeviceToSip, &frame);
-                // TODO(next): Recorder::push_frames encodes Opus inline (about
-                // 0.1 ms per tick); move it to spawn_blocking or a recorder
-                // thread if the concurrency benchmark shows it matters.
-                if let Some(r) = recorder.as_mut()
-                    && let Err(e) = r.push_frames(sip_frame.as_ref(), Some(&frame))
-                {
-                    tracing::warn!(error = %e, "recording stopped");
-                    if let Some(r) = recorder.take() {
-                        let _ = r.finish();
-                    }
+                // A key the GSM caller pressed, in band: sent on as an event
+                // (the tones stay in the audio).
+                if let Some(digit) = dtmf.push(&frame) {
+                    tracing::debug!(%digit, "DTMF heard on the device side");
+                    let _ = detected.try_send(digit);
+                }
+                // Only queued for a recorder thread: dropped and counted when
+                // it falls behind, never waited for. After an error it is
+                // ignored (the thread logged it).
+                if let Some(r) = recorder.as_mut() {
+                    let _ = r.push_frames(sip_frame.as_ref(), Some(&frame));
                 }
                 sip_frame = None;
                 let _ = to_rtp.try_send(frame);
@@ -314,12 +354,17 @@ async fn tap(
             }
         }
     }
-    let recording = match recorder.map(Recorder::finish) {
-        Some(Ok(summary)) => Some(summary.path),
-        Some(Err(e)) => {
-            tracing::warn!(error = %e, "recording not finished cleanly; repaired at next start");
-            path
-        }
+    // Waits for the recorder thread (not blocking the runtime). Its
+    // errors are logged there; a stopped recording keeps its file, repaired
+    // at next start, one never created has none.
+    let recording = match recorder {
+        Some(r) => match tokio::time::timeout(FINISH_WAIT, r.finish()).await {
+            Ok(Ok(summary)) => Some(summary.path),
+            Ok(Err(e)) if e.file_kept() => path,
+            Ok(Err(_)) => None,
+            // A stalled disk: the thread finishes the file when it can.
+            Err(_) => path,
+        },
         None => path,
     };
     (meter.summary(), recording)
@@ -351,13 +396,13 @@ async fn start_media(
     socket: &mut Option<RtpSocket>,
     remote: Negotiated,
     config: &BridgeConfig,
-) -> Option<Media> {
+) -> Option<CallMedia> {
     let socket = socket.take()?;
     let Some(Some(audio)) = device.ask(|reply| ToDevice::TakeAudio { reply }).await else {
         tracing::warn!("the device has no audio for this call; bridged without media");
         return None;
     };
-    match Media::start(socket, remote, audio, config) {
+    match CallMedia::start(socket, remote, audio, config) {
         Ok(media) => Some(media),
         Err(e) => {
             tracing::warn!(error = %e, "call media did not start");
@@ -408,7 +453,10 @@ pub async fn incoming(
     let mut socket = Some(socket);
     let number = invite.target_number.clone();
     match device.ask(|reply| ToDevice::Dial { number, reply }).await {
-        Some(Ok(())) => call.act(CallAction::Ringing(None)),
+        Some(Ok(())) => {
+            outcome.device_call = true;
+            call.act(CallAction::Ringing(None));
+        }
         Some(Err(e)) => {
             tracing::info!(error = %e, "the device refused the dial");
             outcome.device_cause = Some("dial_failed".into());
@@ -422,7 +470,7 @@ pub async fn incoming(
             return outcome;
         }
     }
-    let mut media: Option<Media> = None;
+    let mut media: Option<CallMedia> = None;
     loop {
         tokio::select! {
             _ = stop.cancelled() => {
@@ -482,9 +530,16 @@ pub async fn incoming(
                     break;
                 }
             },
-            digit = Media::next_digit(&mut media) => match digit {
-                Some(digit) => device.tell(ToDevice::Dtmf(digit.as_char().to_string())).await,
-                None => {
+            event = CallMedia::next_event(&mut media) => match event {
+                MediaEvent::Heard(digit) => {
+                    if let Some(media) = &media {
+                        media.send_detected(digit);
+                    }
+                }
+                MediaEvent::Received(Some(digit)) => {
+                    device.tell(ToDevice::Dtmf(digit.as_char().to_string())).await;
+                }
+                MediaEvent::Received(None) => {
                     // The RTP session ended on its own: keep the call, drop DTMF.
                     tracing::warn!("RTP session ended during the call");
                     if let Some(ended) = media.take() {
@@ -508,7 +563,7 @@ pub async fn incoming(
 
 /// Answers a re-INVITE: the same answer when the new offer still fits
 /// (the RTP session follows a new address or codec), else 488.
-fn reinvite(call: &CallHandle, media: Option<&Media>, offer: &[u8]) {
+fn reinvite(call: &CallHandle, media: Option<&CallMedia>, offer: &[u8]) {
     if offer.is_empty() {
         call.act(CallAction::AcceptReInvite);
         return;
@@ -552,7 +607,10 @@ pub async fn outgoing(
     config: BridgeConfig,
     stop: CancellationToken,
 ) -> CallOutcome {
-    let mut outcome = CallOutcome::default();
+    let mut outcome = CallOutcome {
+        device_call: true,
+        ..CallOutcome::default()
+    };
     let socket = match config.ports.bind(config.local_ip) {
         Ok(socket) => socket,
         Err(e) => {
@@ -578,7 +636,7 @@ pub async fn outgoing(
             credentials: destination.credentials.clone(),
         },
     );
-    let mut media: Option<Media> = None;
+    let mut media: Option<CallMedia> = None;
     loop {
         tokio::select! {
             _ = stop.cancelled() => {
@@ -638,8 +696,10 @@ pub async fn outgoing(
             event = device.events.recv() => match event {
                 Some(FromDevice::Answered) => {}
                 Some(FromDevice::Ended { cause }) => {
-                    // The caller gave up (CANCEL) or hung up (BYE).
+                    // The caller gave up (our CANCEL) or hung up (our BYE).
                     call.act(CallAction::HangUp);
+                    let ours = if outcome.answered { "local_bye" } else { "local_cancel" };
+                    outcome.sip_cause = Some(ours.into());
                     outcome.device_cause = Some(cause);
                     break;
                 }
@@ -649,9 +709,16 @@ pub async fn outgoing(
                     break;
                 }
             },
-            digit = Media::next_digit(&mut media) => match digit {
-                Some(digit) => device.tell(ToDevice::Dtmf(digit.as_char().to_string())).await,
-                None => {
+            event = CallMedia::next_event(&mut media) => match event {
+                MediaEvent::Heard(digit) => {
+                    if let Some(media) = &media {
+                        media.send_detected(digit);
+                    }
+                }
+                MediaEvent::Received(Some(digit)) => {
+                    device.tell(ToDevice::Dtmf(digit.as_char().to_string())).await;
+                }
+                MediaEvent::Received(None) => {
                     tracing::warn!("RTP session ended during the call");
                     if let Some(ended) = media.take() {
                         let (health, recording, rtp) = ended.finish().await;
@@ -692,6 +759,102 @@ mod tests {
         ] {
             assert_eq!(sip_status_for(cause).0, status, "{cause}");
         }
+    }
+
+    /// A key pressed by the GSM caller (in band, in the device's audio)
+    /// reaches the SIP peer as an RFC 4733 event on the call's real RTP
+    /// socket, while the audio goes on.
+    #[tokio::test]
+    async fn a_key_heard_on_the_device_side_reaches_the_peer_as_a_telephone_event() {
+        use crate::device::at_modem::voice::FRAME_BYTES;
+        use crate::media::g711::Codec;
+        use crate::media::sdp::Direction;
+        use crate::media::telephone_event::EventPayload;
+        use vss_shared::{CallDirection, SlotId};
+
+        let peer = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("peer socket");
+        let ports = PortRange::new(41_400, 41_420).expect("ports");
+        let socket = ports
+            .bind("127.0.0.1".parse().expect("ip"))
+            .expect("RTP port");
+        let remote = Negotiated {
+            media_index: 0,
+            remote: peer.local_addr().expect("peer address"),
+            codec: Codec::Pcmu,
+            payload_type: Codec::Pcmu.payload_type(),
+            telephone_event: Some(101),
+            remote_ptime: Some(20),
+            direction: Direction::SendRecv,
+        };
+        let config = BridgeConfig {
+            meta: RecordingMeta {
+                call_id: "1-1000-0".into(),
+                slot: SlotId::new(1).expect("slot"),
+                direction: CallDirection::Inbound,
+                started_at_ms: 1_000,
+            },
+            local_ip: "127.0.0.1".parse().expect("ip"),
+            ports: ports.clone(),
+            rtp: RtpConfig::default(),
+            health: HealthConfig::default(),
+            recording: None,
+        };
+        let (device_tx, from_device) = mpsc::channel(64);
+        let (to_device, _device_rx) = mpsc::channel(64);
+        let media = CallMedia::start(
+            socket,
+            remote,
+            AudioStream {
+                from_device,
+                to_device,
+            },
+            &config,
+        )
+        .expect("media start");
+        // 200 ms of the key 5 (770 + 1336 Hz), then silence.
+        for n in 0..20 {
+            let mut frame = Box::new([0u8; FRAME_BYTES]);
+            if n < 10 {
+                for (i, pair) in frame.chunks_exact_mut(2).enumerate() {
+                    let t = (n * 160 + i) as f64 / 8_000.0;
+                    let v = 6_000.0 * (2.0 * std::f64::consts::PI * 770.0 * t).sin()
+                        + 6_000.0 * (2.0 * std::f64::consts::PI * 1336.0 * t).sin();
+                    pair.copy_from_slice(&(v as i16).to_le_bytes());
+                }
+            }
+            device_tx.send(frame).await.expect("tap takes frames");
+        }
+        let mut media = Some(media);
+        let event = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            CallMedia::next_event(&mut media),
+        )
+        .await
+        .expect("a digit within 10 s");
+        let MediaEvent::Heard(digit) = event else {
+            panic!("no digit heard")
+        };
+        assert_eq!(digit.as_char(), '5');
+        let media = media.expect("media");
+        media.send_detected(digit);
+        // The peer gets audio and the event (payload type 101, event 5).
+        let mut buf = [0u8; 1500];
+        let event = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            loop {
+                let n = peer.recv(&mut buf).await.expect("peer receives");
+                let packet = crate::media::rtp::parse(&buf[..n]).expect("RTP");
+                if packet.header.payload_type == 101 {
+                    return EventPayload::parse(packet.payload).expect("an event");
+                }
+            }
+        })
+        .await
+        .expect("a telephone-event within 10 s");
+        assert_eq!(event.event, 5);
+        let (_, _, rtp) = media.finish().await;
+        assert!(rtp.packets_out > 0);
     }
 
     #[test]

@@ -348,9 +348,9 @@ impl SipUa {
         &self.config.domain
     }
 
-    /// The preferred registrar: where outgoing calls (F-03) are sent.
-    // TODO(next): follow the registration's failover (the registrar the
-    // slot is registered with now) instead of always the first.
+    /// The preferred registrar: where outgoing calls (F-03) go when the
+    /// slot has no registration to follow (a slot follows the registrar
+    /// that accepted it).
     pub fn outbound_proxy(&self) -> Option<SocketAddr> {
         self.config.registrars.first().copied()
     }

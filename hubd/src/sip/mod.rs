@@ -11,10 +11,13 @@
 //!   UAC transactions, CANCEL, BYE, ACK rules.
 //! - [`bridge`]: one task per call joining its [`call`] to the slot's device
 //!   (through the slot's session), its RTP session, recorder and health meter.
+//! - [`audiosocket_bridge`]: the same for a call streamed to an AudioSocket
+//!   server (the AI call processor) instead of a SIP leg.
 //! - [`endpoint`]: the hub's one UDP socket and the tokio tasks driving each
 //!   slot's registration and each call; with [`bridge`], the only modules here
 //!   that do IO.
 
+pub mod audiosocket_bridge;
 pub mod auth;
 pub mod bridge;
 pub mod call;

@@ -13,6 +13,7 @@ pub const MIGRATIONS: &[(u32, &str)] = &[
     (1, include_str!("migrations/0001_initial.sql")),
     (2, include_str!("migrations/0002_commands.sql")),
     (3, include_str!("migrations/0003_desired_config.sql")),
+    (4, include_str!("migrations/0004_cdr_outcome.sql")),
 ];
 
 /// The schema version this binary writes.

@@ -36,7 +36,7 @@ pub enum Write {
     /// A slot transition: the transition row, the slot's current state and an outbox entry.
     Transition(SlotTransitionRecord),
     /// A CDR row and its outbox entry.
-    Cdr(CdrRecord),
+    Cdr(Box<CdrRecord>),
     /// An alert, to the outbox.
     Alert(AlertRecord),
     /// A raw outbox entry (tools and benchmarks): `kind` and a JSON payload.
@@ -213,7 +213,7 @@ fn encode(write: Write) -> Result<Op, StoreError> {
         }
         Write::Cdr(record) => {
             let payload = serde_json::to_string(&record)?;
-            Op::Cdr(Box::new(record), payload)
+            Op::Cdr(record, payload)
         }
         Write::Alert(record) => {
             Op::Outbox(OutboxKind::Alert.as_str(), serde_json::to_string(&record)?)
@@ -547,8 +547,9 @@ impl Apply<'_> {
                 let seq = self.append(OutboxKind::Cdr.as_str(), payload)?;
                 tx.prepare_cached(
                 "INSERT INTO cdrs (call_id, slot_id, direction, remote_number, started_at_ms, answered_at_ms,
-                                   ended_at_ms, billsec, end_cause, outbox_seq)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                                   ended_at_ms, billsec, end_cause, outbox_seq, sip_cause,
+                                   device_cause, recording, media_verdict)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             )?
             .execute(params![
                 record.call_id,
@@ -563,7 +564,11 @@ impl Apply<'_> {
                 record.ended_at_ms,
                 record.billsec(),
                 record.end_cause,
-                seq
+                seq,
+                record.sip_cause,
+                record.device_cause,
+                record.recording,
+                record.media.as_ref().map(|m| m.verdict.as_str()),
             ])?;
                 Some(seq)
             }
@@ -650,7 +655,7 @@ mod tests {
     }
 
     fn cdr(call_id: &str) -> Write {
-        Write::Cdr(CdrRecord {
+        Write::Cdr(Box::new(CdrRecord {
             call_id: call_id.into(),
             slot_id: SlotId::new(1).expect("slot 1"),
             direction: CallDirection::Inbound,
@@ -659,7 +664,13 @@ mod tests {
             answered_at_ms: None,
             ended_at_ms: 2_000,
             end_cause: "no_answer".into(),
-        })
+            sip_cause: None,
+            device_cause: None,
+            recording: None,
+            media: None,
+            rtp: None,
+            audiosocket: None,
+        }))
     }
 
     fn outbox(dir: &Path) -> Vec<(u64, String)> {

@@ -16,23 +16,45 @@
 //! owner of the device: the bridge asks it ([`ToDevice`]) to dial, answer,
 //! hang up, send DTMF or hand over the call's audio, and the session
 //! forwards the device's call events to the bridge ([`FromDevice`]).
+//!
+//! A slot with `audiosocket` configured streams its calls to that AudioSocket
+//! server instead ([`crate::sip::audiosocket_bridge`], the same kind of
+//! bridge, with or without `[sip]`): a call ringing on the device, and a call
+//! the slot dialled itself once the device reports it answered.
+//!
+//! The CDR of a bridged call carries the bridge's [`CallOutcome`] (both
+//! sides' causes, media health, RTP counters, the recording): when the
+//! device's call ends first, the record waits in the session until the
+//! bridge is done; when the bridge is done first, its outcome waits for the
+//! device's end. A bridge that ends without a device call (a `488`, a busy
+//! port) ends the slot's call at once; a device that never reports the end
+//! of a call the bridge hung up gets one device timeout, then the slot ends
+//! the call itself (`device_silent`) so it never stays stuck in a call.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
+use vss_shared::events::CdrRecord;
 use vss_shared::{CallDirection, SlotAction, SlotEvent, SlotState};
 
+use super::slot::store_cdr;
 use super::slot::{SlotCell, SlotCommand, SlotContext, SlotRefusal};
 use crate::device::{self, Device, DeviceError, DeviceEvent};
-use crate::sip::bridge::{self, BridgeConfig, CallOutcome, FromDevice, SessionLink, ToDevice};
+use crate::metrics::BridgeKind;
+use crate::sip::bridge::{
+    self, BridgeConfig, CallOutcome, DeviceLink, FromDevice, SessionLink, ToDevice,
+};
 use crate::sip::{
     CallAction, CallListener, IncomingCall, RegistrationEvent, RegistrationHandle, SlotCredentials,
 };
 
 /// Longest a session waits for the registrar to confirm its unregistration.
 const UNREGISTER_WITHIN: Duration = Duration::from_secs(5);
+/// Longest a session ending waits for its call bridge to hang up and close
+/// the recording.
+const BRIDGE_STOP_WITHIN: Duration = Duration::from_secs(3);
 
 /// How a session ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,14 +93,45 @@ enum Wake {
     Bridge(Option<ToDevice>),
     /// The call bridge is done.
     BridgeDone(Result<CallOutcome, tokio::task::JoinError>),
+    /// The bridge hung up long ago and the device never reported the end.
+    CallEndOverdue,
 }
 
 /// The call bridge of the slot's current call.
 struct ActiveBridge {
     link: SessionLink,
     task: tokio::task::JoinHandle<CallOutcome>,
+    /// Ends the bridge (it hangs up both sides).
+    stop: CancellationToken,
+    /// What the call is bridged to.
+    kind: BridgeKind,
     /// The bridge stopped asking (its link closed); only its end is awaited.
     quiet: bool,
+}
+
+impl ActiveBridge {
+    /// Stops the bridge and waits (bounded) for its outcome.
+    async fn stop(self) -> Option<CallOutcome> {
+        let ActiveBridge {
+            link, task, stop, ..
+        } = self;
+        // Without its link the bridge cannot wait on the device.
+        drop(link);
+        stop.cancel();
+        let abort = task.abort_handle();
+        match tokio::time::timeout(BRIDGE_STOP_WITHIN, task).await {
+            Ok(Ok(outcome)) => Some(outcome),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "call bridge failed");
+                None
+            }
+            Err(_) => {
+                tracing::warn!("call bridge did not stop in time; aborted");
+                abort.abort();
+                None
+            }
+        }
+    }
 }
 
 /// Runs one session of `cell`'s device.
@@ -99,9 +152,14 @@ pub(super) async fn run(
         sip_password,
         sip: None,
         sip_registered: false,
+        registrar: None,
         device_registered: false,
         listener: None,
         bridge: None,
+        pending_cdr: None,
+        bridge_outcome: None,
+        device_end_cause: None,
+        call_end_at: None,
     };
     let end = match session.serve(&mut commands).await {
         Ok(end) => end,
@@ -113,9 +171,14 @@ pub(super) async fn run(
     };
     session.listener = None;
     if let Some(bridge) = session.bridge.take() {
-        // Its stop token is `shutdown`, or the session is over: either way
-        // it hangs up its SIP side; the device is released below.
-        bridge.task.abort();
+        // The session is over: the bridge hangs up its SIP side and closes
+        // the recording; the device is released below.
+        let kind = bridge.kind;
+        let outcome = bridge.stop().await;
+        session.bridge_done(kind, outcome).await;
+    }
+    if let Some(record) = session.pending_cdr.take() {
+        store_cdr(session.ctx, record).await;
     }
     if let Some(sip) = session.sip.take() {
         sip.unregister(UNREGISTER_WITHIN).await;
@@ -164,12 +227,23 @@ struct Session<'a> {
     sip: Option<RegistrationHandle>,
     /// The SIP number is registered (always true without `[sip]`).
     sip_registered: bool,
+    /// The registrar that accepted the slot's registration: where its
+    /// F-03 INVITEs go (it follows a failover).
+    registrar: Option<std::net::SocketAddr>,
     /// The device reports itself registered.
     device_registered: bool,
     /// INVITEs for the slot's extension, with `[sip]` configured.
     listener: Option<CallListener>,
     /// The current call's bridge, for a call over SIP.
     bridge: Option<ActiveBridge>,
+    /// The call's record, ended while its bridge still runs.
+    pending_cdr: Option<CdrRecord>,
+    /// The bridge's outcome, done while the device's call still runs.
+    bridge_outcome: Option<CallOutcome>,
+    /// The device's own end cause of the current call.
+    device_end_cause: Option<String>,
+    /// When the slot ends a call the device never reported ended.
+    call_end_at: Option<Instant>,
 }
 
 impl Session<'_> {
@@ -233,7 +307,21 @@ impl Session<'_> {
                         tracing::warn!("hang-up did not complete; the device is released next");
                     }
                 }
-                SlotAction::WriteCdr => self.cell.write_cdr(self.ctx, end_cause).await,
+                SlotAction::WriteCdr => {
+                    if let Some(mut record) = self.cell.take_cdr(end_cause) {
+                        record.device_cause = self.device_end_cause.take();
+                        self.call_end_at = None;
+                        if self.bridge.is_some() {
+                            // Written once the bridge is done.
+                            self.pending_cdr = Some(record);
+                        } else {
+                            if let Some(outcome) = self.bridge_outcome.take() {
+                                complete_cdr(&mut record, outcome);
+                            }
+                            store_cdr(self.ctx, record).await;
+                        }
+                    }
+                }
                 SlotAction::ReleaseDevice => {
                     if tokio::time::timeout(timeout, self.device.release())
                         .await
@@ -396,9 +484,9 @@ impl Session<'_> {
         }
     }
 
-    /// What a bridge of the slot's current call needs.
+    /// What a bridge of the slot's current call needs (without `[sip]`,
+    /// for an AudioSocket bridge, the media address is loopback: unused).
     fn bridge_config(&self, direction: CallDirection) -> Option<BridgeConfig> {
-        let sip = self.ctx.sip.as_ref()?;
         let media = &self.ctx.media;
         let call_id = self.cell.current_call_id()?;
         let record = media.recording_policy(self.cell.id()) == crate::config::RecordingPolicy::All;
@@ -415,11 +503,16 @@ impl Session<'_> {
                 direction,
                 started_at_ms: crate::store::now_ms(),
             },
-            local_ip: sip.ua.advertised_addr().ip(),
+            local_ip: self
+                .ctx
+                .sip
+                .as_ref()
+                .map_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), |sip| {
+                    sip.ua.advertised_addr().ip()
+                }),
             ports: media.ports().clone(),
             rtp: *media.rtp_config(),
-            // TODO(next): thresholds from `[media]` once configurable.
-            health: crate::media::health::HealthConfig::default(),
+            health: media.health_config().clone(),
         })
     }
 
@@ -456,18 +549,8 @@ impl Session<'_> {
             });
             return Ok(());
         };
-        let (device_link, session_link) = bridge::link();
-        let task = tokio::spawn(bridge::incoming(
-            invite,
-            handle,
-            device_link,
-            config,
-            self.shutdown.child_token(),
-        ));
-        self.bridge = Some(ActiveBridge {
-            link: session_link,
-            task,
-            quiet: false,
+        self.spawn_bridge(BridgeKind::SipIncoming, |device, stop| {
+            bridge::incoming(invite, handle, device, config, stop)
         });
         Ok(())
     }
@@ -476,12 +559,19 @@ impl Session<'_> {
     /// `sip.incoming_destination`, an INVITE goes there and the call is
     /// bridged once answered; without, the call waits for the local API.
     fn bridge_ringing_call(&mut self, caller: String) {
+        if let Some(server) = self.ctx.media.audiosocket_server(self.cell.id()) {
+            let server = server.to_owned();
+            tracing::info!(caller, server, "device call: streaming to AudioSocket");
+            self.stream_to_audiosocket(server, CallDirection::Inbound, true);
+            return;
+        }
         let Some(sip) = &self.ctx.sip else {
             return;
         };
-        let (Some(target_uri), Some(proxy)) =
-            (sip.incoming_destination.clone(), sip.ua.outbound_proxy())
-        else {
+        let (Some(target_uri), Some(proxy)) = (
+            sip.incoming_destination.clone(),
+            self.registrar.or_else(|| sip.ua.outbound_proxy()),
+        ) else {
             return;
         };
         if self.bridge.is_some() {
@@ -506,20 +596,116 @@ impl Session<'_> {
             proxy,
         };
         tracing::info!(caller, to = destination.target_uri, "device call: inviting");
+        let ua = sip.ua.clone();
+        self.spawn_bridge(BridgeKind::SipOutgoing, |device, stop| {
+            bridge::outgoing(caller, ua, destination, device, config, stop)
+        });
+    }
+
+    /// A call the slot dialled itself (local API, control plane) was
+    /// answered: with `audiosocket` configured and no bridge running, it is
+    /// streamed to the AudioSocket server.
+    fn stream_answered_call(&mut self) {
+        if self.bridge.is_some() || self.cell.state() != SlotState::ActiveCall {
+            return;
+        }
+        let Some(server) = self.ctx.media.audiosocket_server(self.cell.id()) else {
+            return;
+        };
+        let server = server.to_owned();
+        tracing::info!(server, "answered call: streaming to AudioSocket");
+        self.stream_to_audiosocket(server, CallDirection::Outbound, false);
+    }
+
+    /// Starts the AudioSocket bridge of the slot's current call to `server`;
+    /// `answer`: the call rings on the device and is answered once the
+    /// server is connected.
+    fn stream_to_audiosocket(&mut self, server: String, direction: CallDirection, answer: bool) {
+        if self.bridge.is_some() {
+            return;
+        }
+        let Some(config) = self.bridge_config(direction) else {
+            return;
+        };
+        self.spawn_bridge(BridgeKind::AudioSocket, |device, stop| {
+            crate::sip::audiosocket_bridge::stream(device, config, server, answer, stop)
+        });
+    }
+
+    /// Starts the slot's call bridge `run` as its own task, linked to this
+    /// session; it stops with the hub or when the session ends.
+    fn spawn_bridge<F>(
+        &mut self,
+        kind: BridgeKind,
+        run: impl FnOnce(DeviceLink, CancellationToken) -> F,
+    ) where
+        F: Future<Output = CallOutcome> + Send + 'static,
+    {
+        self.ctx.metrics.calls.started(kind);
         let (device_link, session_link) = bridge::link();
-        let task = tokio::spawn(bridge::outgoing(
-            caller,
-            sip.ua.clone(),
-            destination,
-            device_link,
-            config,
-            self.shutdown.child_token(),
-        ));
+        let stop = self.shutdown.child_token();
+        let task = tokio::spawn(run(device_link, stop.clone()));
         self.bridge = Some(ActiveBridge {
             link: session_link,
             task,
+            stop,
+            kind,
             quiet: false,
         });
+    }
+
+    /// The bridge is done: its last requests are carried out (a hang-up
+    /// queued as it ended), then its outcome completes the call's record,
+    /// now or when the device's call ends.
+    async fn bridge_done(&mut self, kind: BridgeKind, outcome: Option<CallOutcome>) {
+        self.ctx.metrics.calls.finished(kind, outcome.as_ref());
+        if let Some(outcome) = &outcome {
+            tracing::info!(
+                sip_cause = outcome.sip_cause.as_deref().unwrap_or(""),
+                device_cause = outcome.device_cause.as_deref().unwrap_or(""),
+                answered = outcome.answered,
+                recording = ?outcome.recording,
+                health = ?outcome.health.as_ref().map(|h| h.verdict),
+                "call bridge done"
+            );
+        }
+        if let Some(mut record) = self.pending_cdr.take() {
+            if let Some(outcome) = outcome {
+                complete_cdr(&mut record, outcome);
+            }
+            store_cdr(self.ctx, record).await;
+            return;
+        }
+        if matches!(
+            self.cell.state(),
+            SlotState::Calling | SlotState::ActiveCall
+        ) {
+            self.bridge_outcome = outcome;
+        }
+    }
+
+    /// After the bridge is done with the slot still in a call: ends it now
+    /// when the device had no call, else gives the device one timeout to
+    /// report the end it was asked for.
+    async fn after_bridge(&mut self) -> Result<Option<Instant>, Stop> {
+        if !matches!(
+            self.cell.state(),
+            SlotState::Calling | SlotState::ActiveCall
+        ) {
+            return Ok(None);
+        }
+        let device_call = self.bridge_outcome.as_ref().is_some_and(|o| o.device_call);
+        if device_call {
+            self.call_end_at = Some(Instant::now() + self.timeout());
+            return Ok(None);
+        }
+        let cause = self
+            .bridge_outcome
+            .as_ref()
+            .map(CallOutcome::end_cause)
+            .unwrap_or_else(|| "bridge_failed".into());
+        self.feed(SlotEvent::CallEnded, &cause).await?;
+        Ok(Some(Instant::now()))
     }
 
     /// Carries out the bridge's request on the device. Returns when the slot
@@ -596,6 +782,7 @@ impl Session<'_> {
             Some(RegistrationEvent::Registered { registrar, expires }) => {
                 tracing::info!(%registrar, expires_s = expires.as_secs(), "SIP registered");
                 self.sip_registered = true;
+                self.registrar = Some(registrar);
                 if self.cell.state() == SlotState::Registering && self.device_registered {
                     self.feed(SlotEvent::Registered, "").await?;
                 }
@@ -674,6 +861,7 @@ impl Session<'_> {
                 event = next_sip(&mut self.sip) => Wake::Sip(event),
                 call = next_sip_call(&mut self.listener) => Wake::SipCall(call),
                 wake = next_bridge(&mut self.bridge) => wake,
+                _ = tokio::time::sleep_until(self.call_end_at.unwrap_or_else(Instant::now)), if self.call_end_at.is_some() => Wake::CallEndOverdue,
             };
             match wake {
                 Wake::Shutdown => return Ok(SessionEnd::Shutdown),
@@ -707,22 +895,38 @@ impl Session<'_> {
                     }
                 }
                 Wake::BridgeDone(outcome) => {
-                    self.bridge = None;
-                    match outcome {
-                        Ok(outcome) => tracing::info!(
-                            sip_cause = outcome.sip_cause.as_deref().unwrap_or(""),
-                            device_cause = outcome.device_cause.as_deref().unwrap_or(""),
-                            answered = outcome.answered,
-                            recording = ?outcome.recording,
-                            health = ?outcome.health.as_ref().map(|h| h.verdict),
-                            "call bridge done"
-                        ),
-                        Err(e) => tracing::error!(error = %e, "call bridge failed"),
+                    let outcome = outcome
+                        .inspect_err(|e| tracing::error!(error = %e, "call bridge failed"))
+                        .ok();
+                    let Some(mut bridge) = self.bridge.take() else {
+                        continue;
+                    };
+                    self.bridge_done(bridge.kind, outcome).await;
+                    // A hang-up the bridge queued as it ended is still due.
+                    while let Ok(request) = bridge.link.requests.try_recv() {
+                        if let Some(from) = self.bridge_request(request).await? {
+                            wrap_up_at = Some(from + wrap_up);
+                        }
                     }
-                    // TODO(next): the CDR is written at the device's CallEnded
-                    // with the device cause only; join the outcome (SIP cause,
-                    // health, recording path) into it, and end the slot's call
-                    // here when the device never reported CallEnded.
+                    if let Some(from) = self.after_bridge().await? {
+                        wrap_up_at = Some(from + wrap_up);
+                    }
+                }
+                Wake::CallEndOverdue => {
+                    self.call_end_at = None;
+                    if matches!(
+                        self.cell.state(),
+                        SlotState::Calling | SlotState::ActiveCall
+                    ) {
+                        tracing::warn!(
+                            "the device never reported the end of the call the bridge hung up; ending it"
+                        );
+                        let _ = tokio::time::timeout(timeout, self.device.hang_up()).await;
+                        self.feed(SlotEvent::CallEnded, "device_silent").await?;
+                        if self.cell.state() == SlotState::PostCall {
+                            wrap_up_at = Some(Instant::now() + wrap_up);
+                        }
+                    }
                 }
                 Wake::HealthCheck => {
                     Self::step(
@@ -752,11 +956,18 @@ impl Session<'_> {
                     DeviceEvent::CallAnswered => {
                         self.to_bridge(FromDevice::Answered);
                         self.feed(SlotEvent::CallAnswered, "").await?;
+                        self.stream_answered_call();
                     }
                     DeviceEvent::CallEnded { cause } => {
                         self.to_bridge(FromDevice::Ended {
                             cause: cause.clone(),
                         });
+                        if matches!(
+                            self.cell.state(),
+                            SlotState::Calling | SlotState::ActiveCall
+                        ) {
+                            self.device_end_cause = Some(cause.clone());
+                        }
                         self.feed(SlotEvent::CallEnded, &cause).await?;
                         if self.cell.state() == SlotState::PostCall {
                             wrap_up_at = Some(Instant::now() + wrap_up);
@@ -790,5 +1001,144 @@ impl Session<'_> {
                 },
             }
         }
+    }
+}
+
+/// Completes a call's record with its bridge's outcome. The end cause is the
+/// side that ended the call first: the device's when it did, else the SIP
+/// side's (or the AudioSocket server's), else the cause the slot recorded.
+fn complete_cdr(record: &mut CdrRecord, outcome: CallOutcome) {
+    let server_end = outcome
+        .audiosocket
+        .as_ref()
+        .filter(|session| session.end != "call_ended")
+        .map(|session| format!("audiosocket_{}", session.end));
+    if let Some(cause) = outcome
+        .device_cause
+        .clone()
+        .or_else(|| outcome.sip_cause.clone())
+        .or(server_end)
+    {
+        record.end_cause = cause;
+    }
+    if outcome.device_cause.is_some() {
+        record.device_cause = outcome.device_cause;
+    }
+    record.sip_cause = outcome.sip_cause;
+    record.recording = outcome
+        .recording
+        .map(|path| path.to_string_lossy().into_owned());
+    record.media = outcome.health;
+    record.rtp = outcome.rtp.map(|rtp| rtp.counters());
+    record.audiosocket = outcome.audiosocket;
+}
+
+#[cfg(test)]
+mod tests {
+    use vss_shared::SlotId;
+    use vss_shared::media::Verdict;
+
+    use super::*;
+    use crate::media::health::{HealthConfig, HealthMeter};
+    use crate::media::rtp_session::RtpStatsSnapshot;
+
+    fn record(end_cause: &str) -> CdrRecord {
+        CdrRecord {
+            call_id: "1-1000-0".into(),
+            slot_id: SlotId::new(1).expect("slot"),
+            direction: CallDirection::Outbound,
+            remote_number: "+79161234567".into(),
+            started_at_ms: 1_000,
+            answered_at_ms: Some(2_000),
+            ended_at_ms: 9_000,
+            end_cause: end_cause.into(),
+            sip_cause: None,
+            device_cause: Some(end_cause.into()),
+            recording: None,
+            media: None,
+            rtp: None,
+            audiosocket: None,
+        }
+    }
+
+    #[test]
+    fn the_side_that_ended_first_is_the_end_cause() {
+        // The SIP caller hung up; the device then reported its own clearing.
+        let mut cdr = record("normal_clearing");
+        complete_cdr(
+            &mut cdr,
+            CallOutcome {
+                sip_cause: Some("remote_bye".into()),
+                answered: true,
+                device_call: true,
+                recording: Some("/rec/1-1000-0.opus".into()),
+                health: Some(HealthMeter::new(HealthConfig::default()).summary()),
+                rtp: Some(RtpStatsSnapshot {
+                    packets_in: 250,
+                    dropped_wrong_source: 7,
+                    ..RtpStatsSnapshot::default()
+                }),
+                ..CallOutcome::default()
+            },
+        );
+        assert_eq!(cdr.end_cause, "remote_bye");
+        assert_eq!(cdr.sip_cause.as_deref(), Some("remote_bye"));
+        assert_eq!(cdr.device_cause.as_deref(), Some("normal_clearing"));
+        assert_eq!(cdr.recording.as_deref(), Some("/rec/1-1000-0.opus"));
+        assert_eq!(
+            cdr.media.as_ref().map(|m| m.verdict),
+            Some(Verdict::NoMedia)
+        );
+        let rtp = cdr.rtp.expect("RTP counters");
+        assert_eq!((rtp.packets_in, rtp.dropped_wrong_source), (250, 7));
+
+        // The device's callee hung up first: its cause wins, the SIP side
+        // says we sent the BYE.
+        let mut cdr = record("normal_clearing");
+        complete_cdr(
+            &mut cdr,
+            CallOutcome {
+                sip_cause: Some("local_bye".into()),
+                device_cause: Some("normal_clearing".into()),
+                ..CallOutcome::default()
+            },
+        );
+        assert_eq!(cdr.end_cause, "normal_clearing");
+        assert_eq!(cdr.sip_cause.as_deref(), Some("local_bye"));
+
+        // Refused before the device dialled: the SIP status is the cause.
+        let mut cdr = record("bridge_failed");
+        cdr.device_cause = None;
+        complete_cdr(
+            &mut cdr,
+            CallOutcome {
+                sip_cause: Some("488".into()),
+                ..CallOutcome::default()
+            },
+        );
+        assert_eq!(cdr.end_cause, "488");
+        assert_eq!(cdr.device_cause, None);
+        assert_eq!(cdr.media, None);
+
+        // The AudioSocket server hung up first: its end is the cause, the
+        // device's clearing after our hang-up stays its own field.
+        let mut cdr = record("normal_clearing");
+        let session = vss_shared::media::AudioSocketSession {
+            server: "127.0.0.1:9092".into(),
+            uuid: "8c8e0bc6-2f7a-4e3b-9d1e-5a6b7c8d9e0f".into(),
+            end: "server_hangup".into(),
+            frames_in: 10,
+            frames_out: 12,
+        };
+        complete_cdr(
+            &mut cdr,
+            CallOutcome {
+                audiosocket: Some(session.clone()),
+                ..CallOutcome::default()
+            },
+        );
+        assert_eq!(cdr.end_cause, "audiosocket_server_hangup");
+        assert_eq!(cdr.device_cause.as_deref(), Some("normal_clearing"));
+        assert_eq!(cdr.audiosocket, Some(session));
     }
 }

@@ -119,7 +119,9 @@ pub struct MediaContext {
     rtp: crate::media::rtp_session::RtpConfig,
     recording: crate::media::recording::RecordingConfig,
     recordings_dir: std::path::PathBuf,
+    health: crate::media::health::HealthConfig,
     policies: Arc<std::collections::BTreeMap<vss_shared::SlotId, crate::config::RecordingPolicy>>,
+    audiosocket: Arc<std::collections::BTreeMap<vss_shared::SlotId, String>>,
 }
 
 impl MediaContext {
@@ -142,7 +144,9 @@ impl MediaContext {
             rtp: media.rtp_config(),
             recording: media.recording_config(),
             recordings_dir: media.recordings_dir(&config.hub),
+            health: media.health.clone(),
             policies: Arc::new(config.recording_policies.clone()),
+            audiosocket: Arc::new(config.audiosocket_servers.clone()),
         })
     }
 
@@ -164,6 +168,17 @@ impl MediaContext {
     /// Where recordings are written (created and repaired at start).
     pub fn recordings_dir(&self) -> &std::path::Path {
         &self.recordings_dir
+    }
+
+    /// Media health thresholds (`[media.health]`).
+    pub fn health_config(&self) -> &crate::media::health::HealthConfig {
+        &self.health
+    }
+
+    /// The AudioSocket server (`host:port`) slot `id`'s calls are streamed
+    /// to, when its `[[slots]]` entry has `audiosocket`.
+    pub fn audiosocket_server(&self, id: vss_shared::SlotId) -> Option<&str> {
+        self.audiosocket.get(&id).map(String::as_str)
     }
 
     /// Whether slot `id`'s calls are recorded.
@@ -433,10 +448,16 @@ impl SlotCell {
 
     /// Writes the CDR of the current call, if there is one.
     pub(super) async fn write_cdr(&self, ctx: &SlotContext, end_cause: &str) {
-        let Some(call) = self.live().call.take() else {
-            return;
-        };
-        let record = CdrRecord {
+        if let Some(record) = self.take_cdr(end_cause) {
+            store_cdr(ctx, record).await;
+        }
+    }
+
+    /// Ends the slot's current call record with `end_cause`, without
+    /// writing it (the session completes it with the bridge's outcome).
+    pub(super) fn take_cdr(&self, end_cause: &str) -> Option<CdrRecord> {
+        let call = self.live().call.take()?;
+        Some(CdrRecord {
             call_id: call.call_id,
             slot_id: self.config.id,
             direction: call.direction,
@@ -445,10 +466,13 @@ impl SlotCell {
             answered_at_ms: call.answered_at_ms,
             ended_at_ms: now_ms(),
             end_cause: end_cause.to_owned(),
-        };
-        if let Err(e) = ctx.store.write(Write::Cdr(record)).await {
-            tracing::error!(error = %e, "could not record CDR");
-        }
+            sip_cause: None,
+            device_cause: None,
+            recording: None,
+            media: None,
+            rtp: None,
+            audiosocket: None,
+        })
     }
 
     /// Records an SMS the slot's modem received (to the outbox).
@@ -519,5 +543,12 @@ impl SlotCell {
         if let Err(e) = ctx.store.write(Write::Alert(record)).await {
             tracing::error!(error = %e, "could not record alert");
         }
+    }
+}
+
+/// Writes a CDR (store + outbox); a failure is logged, the call is over anyway.
+pub(super) async fn store_cdr(ctx: &SlotContext, record: CdrRecord) {
+    if let Err(e) = ctx.store.write(Write::Cdr(Box::new(record))).await {
+        tracing::error!(error = %e, "could not record CDR");
     }
 }

@@ -23,10 +23,11 @@ pub const FRAME_BYTES: usize = 320;
 /// are skipped, as a real modem drops audio it could not deliver.
 const MAX_CATCH_UP: u64 = 5;
 
-/// Generates a continuous sine (or silence) as frames.
+/// Generates a continuous sine, or two (or silence), as frames.
 #[derive(Debug, Clone, Default)]
 pub struct ToneGenerator {
     phase: f64,
+    also_phase: f64,
 }
 
 impl ToneGenerator {
@@ -38,8 +39,16 @@ impl ToneGenerator {
             return frame;
         };
         let step = TAU * tone.freq_hz / f64::from(SAMPLE_RATE);
+        let also_step = tone.also_hz.map(|hz| TAU * hz / f64::from(SAMPLE_RATE));
         for chunk in frame.chunks_exact_mut(2) {
-            let sample = (self.phase.sin() * f64::from(tone.amplitude)).round() as i16;
+            let mut value = self.phase.sin();
+            if let Some(also_step) = also_step {
+                value += self.also_phase.sin();
+                self.also_phase = (self.also_phase + also_step) % TAU;
+            }
+            let sample = (value * f64::from(tone.amplitude))
+                .round()
+                .clamp(-32768.0, 32767.0) as i16;
             chunk.copy_from_slice(&sample.to_le_bytes());
             self.phase = (self.phase + step) % TAU;
         }
@@ -193,6 +202,7 @@ mod tests {
         let tone = Some(Tone {
             freq_hz: freq,
             amplitude: 10_000,
+            also_hz: None,
         });
         (0..frames).flat_map(|_| g.next_frame(tone)).collect()
     }

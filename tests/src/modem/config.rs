@@ -152,6 +152,9 @@ pub struct Tone {
     pub freq_hz: f64,
     /// Peak amplitude, 0–32767.
     pub amplitude: i16,
+    /// A second frequency mixed in at the same amplitude (a DTMF key is a
+    /// row and a column tone: `5` is 770 + 1336 Hz).
+    pub also_hz: Option<f64>,
 }
 
 impl Default for Tone {
@@ -159,6 +162,7 @@ impl Default for Tone {
         Tone {
             freq_hz: 425.0,
             amplitude: 8_000,
+            also_hz: None,
         }
     }
 }
