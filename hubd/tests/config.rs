@@ -628,13 +628,18 @@ fn media_defaults_and_values() {
 
     let text = format!(
         "[media]\nrtp_ports = \"20000-20001\"\njitter_ms = 100\nrecordings_dir = \"/srv/rec\"\n\
-         recording_bitrate_kbps = 32\nrecording_complexity = 5\n\n{SLOT}recording = \"all\"\n"
+         rtp_timeout_s = 12\nrtp_hold_timeout_s = 0\nrecording_bitrate_kbps = 32\nrecording_complexity = 5\n\n{SLOT}recording = \"all\"\n"
     );
     let config = loaded(&text, &[]);
     let media = &config.media;
     let ports = media.port_range().expect("a port range");
     assert_eq!(ports.capacity(), 1);
     assert_eq!(media.rtp_config().jitter.target_depth, 5);
+    assert_eq!(
+        media.rtp_config().peer_timeout,
+        Some(std::time::Duration::from_secs(12))
+    );
+    assert_eq!(media.rtp_config().hold_timeout, None, "0 is never");
     let recording = media.recording_config();
     assert_eq!((recording.bitrate_bps, recording.complexity), (32_000, 5));
     assert_eq!(media.recordings_dir(&config.hub), PathBuf::from("/srv/rec"));
@@ -698,6 +703,14 @@ fn media_errors_name_the_field_value_and_why() {
         (
             "[media]\njitter_ms = 0\n",
             "hubd.toml: field `media.jitter_ms` = 0: must be a multiple of 20 (one RTP packet) between 20 and 180",
+        ),
+        (
+            "[media]\nrtp_timeout_s = 2\n",
+            "hubd.toml: field `media.rtp_timeout_s` = 2: must be 0 (never) or 5 to 3600 seconds: shorter ends calls over a moment of packet loss",
+        ),
+        (
+            "[media]\nrtp_hold_timeout_s = 100000\n",
+            "hubd.toml: field `media.rtp_hold_timeout_s` = 100000: must be 0 (never) or 5 to 86400 seconds",
         ),
         (
             "[media]\nrecordings_dir = \"\"\n",

@@ -54,6 +54,8 @@ struct BedOptions {
     tone: Option<ModemTone>,
     /// A dead registrar listed before Kamailio (the slot fails over).
     dead_primary: bool,
+    /// `[media] rtp_timeout_s`, when not the default.
+    rtp_timeout_s: Option<u32>,
 }
 
 impl Default for BedOptions {
@@ -64,6 +66,7 @@ impl Default for BedOptions {
             rtp_port: None,
             tone: Some(ModemTone::default()),
             dead_primary: false,
+            rtp_timeout_s: None,
         }
     }
 }
@@ -115,10 +118,15 @@ impl Bed {
         } else {
             format!("\"{}\"", kamailio.addr())
         };
-        let media = options
+        let ports = options
             .rtp_port
-            .map(|port| format!("[media]\nrtp_ports = \"{port}-{}\"\n", port + 1))
+            .map(|port| format!("rtp_ports = \"{port}-{}\"\n", port + 1))
             .unwrap_or_default();
+        let rtp_timeout = options
+            .rtp_timeout_s
+            .map(|s| format!("rtp_timeout_s = {s}\n"))
+            .unwrap_or_default();
+        let media = format!("[media]\n{ports}{rtp_timeout}");
         let sections = format!(
             "[sip]\nregistrars = [{registrars}]\nlisten = \"127.0.0.1:0\"\nexpires_s = 60\n\
              t1_ms = 100\n{destination}\n\n{media}"
@@ -435,6 +443,34 @@ fn the_modems_callee_hangs_up_and_the_sipp_caller_gets_a_bye_f09() {
     assert_eq!(field(&cdr, "sip_cause"), "local_bye", "{cdr}");
     assert_eq!(field(&cdr, "device_cause"), "normal_clearing", "{cdr}");
     assert!(cdr["answered_at_ms"].is_number(), "{cdr}");
+}
+
+#[test]
+fn a_caller_that_goes_silent_is_hung_up_both_ways_f09() {
+    // A softphone or PBX that died without a BYE: after the answer the
+    // caller sends no RTP at all, and only waits for the slot's BYE.
+    let bed = Bed::with(BedOptions {
+        callee: answers(300, None),
+        rtp_timeout_s: Some(5),
+        ..BedOptions::default()
+    });
+    let uac = Sipp::run(caller("uac_call_dial_silent.xml", &bed));
+    uac.assert_succeeded(1, "the silent caller waiting for the slot's BYE");
+    let call = last_modem_call(&bed.modem);
+    assert!(call.answered, "{call:?}");
+    assert_eq!(call.cause, EndCause::LocalHangup, "{call:?}");
+    let commands = bed.modem.log().commands;
+    assert!(
+        commands.iter().any(|c| c == HANG_UP),
+        "no {HANG_UP} among {commands:?}"
+    );
+    let cdr = bed.wait_ready_after_call();
+    assert_eq!(field(&cdr, "sip_cause"), "rtp_timeout", "{cdr}");
+    assert_eq!(cdr["rtp"]["packets_in"], 0, "{cdr}");
+    assert!(
+        cdr["rtp"]["packets_out"].as_u64() > Some(0),
+        "the modem's audio never went out: {cdr}"
+    );
 }
 
 #[test]

@@ -226,6 +226,13 @@ pub struct MediaSection {
     /// Audio the jitter buffer holds before playout starts, ms: a multiple
     /// of 20 (one RTP packet), 20–180.
     pub jitter_ms: u32,
+    /// A call whose SIP side sends no RTP for this long is ended (BYE and
+    /// device hang-up, CDR `sip_cause = "rtp_timeout"`): a PBX that died
+    /// without a BYE must not keep a GSM call up. Seconds, 5–3600; 0: never.
+    pub rtp_timeout_s: u32,
+    /// The same while the SIP side holds the call (its SDP `recvonly` or
+    /// `inactive`, so it sends nothing). Seconds, 0 (never) or 5–86400.
+    pub rtp_hold_timeout_s: u32,
     /// Where call recordings are written; absent: `<hub.data_dir>/recordings`.
     /// Created (mode 0750) at start when missing; interrupted recordings in
     /// it are repaired at start.
@@ -246,6 +253,8 @@ impl Default for MediaSection {
         MediaSection {
             rtp_ports: "16384-32767".to_owned(),
             jitter_ms: u32::from(rtp.jitter.target_depth) * FRAME_MS,
+            rtp_timeout_s: seconds(rtp.peer_timeout),
+            rtp_hold_timeout_s: seconds(rtp.hold_timeout),
             recordings_dir: None,
             recording_bitrate_kbps: u32::try_from(recording.bitrate_bps / 1_000).unwrap_or(24),
             recording_complexity: u8::try_from(recording.complexity).unwrap_or(3),
@@ -256,6 +265,16 @@ impl Default for MediaSection {
 
 /// One RTP packet's audio, ms.
 const FRAME_MS: u32 = 20;
+
+/// A timeout as whole seconds, 0 for none.
+fn seconds(timeout: Option<std::time::Duration>) -> u32 {
+    timeout.map_or(0, |t| u32::try_from(t.as_secs()).unwrap_or(u32::MAX))
+}
+
+/// Whole seconds as a timeout, none for 0.
+fn timeout(seconds: u32) -> Option<std::time::Duration> {
+    (seconds > 0).then(|| std::time::Duration::from_secs(u64::from(seconds)))
+}
 
 impl MediaSection {
     /// `rtp_ports` as its first and last port, or why it is not a usable range.
@@ -300,9 +319,13 @@ impl MediaSection {
     }
 
     /// RTP session settings: [`RtpConfig`](crate::media::rtp_session::RtpConfig)'s
-    /// defaults with this section's jitter buffer depth.
+    /// defaults with this section's jitter buffer depth and peer timeouts.
     pub fn rtp_config(&self) -> crate::media::rtp_session::RtpConfig {
-        let mut config = crate::media::rtp_session::RtpConfig::default();
+        let mut config = crate::media::rtp_session::RtpConfig {
+            peer_timeout: timeout(self.rtp_timeout_s),
+            hold_timeout: timeout(self.rtp_hold_timeout_s),
+            ..crate::media::rtp_session::RtpConfig::default()
+        };
         let depth = u16::try_from(self.jitter_ms / FRAME_MS).unwrap_or(u16::MAX);
         config.jitter.target_depth = depth.max(1);
         config.jitter.max_depth = config.jitter.max_depth.max(config.jitter.target_depth + 1);

@@ -389,6 +389,20 @@ fn validate_media(
             "must be a multiple of 20 (one RTP packet) between 20 and 180".into(),
         ));
     }
+    if media.rtp_timeout_s != 0 && !(5..=3_600).contains(&media.rtp_timeout_s) {
+        return Err(invalid(
+            "media.rtp_timeout_s".into(),
+            media.rtp_timeout_s.to_string(),
+            "must be 0 (never) or 5 to 3600 seconds: shorter ends calls over a moment of packet loss".into(),
+        ));
+    }
+    if media.rtp_hold_timeout_s != 0 && !(5..=86_400).contains(&media.rtp_hold_timeout_s) {
+        return Err(invalid(
+            "media.rtp_hold_timeout_s".into(),
+            media.rtp_hold_timeout_s.to_string(),
+            "must be 0 (never) or 5 to 86400 seconds".into(),
+        ));
+    }
     if let Some(dir) = &media.recordings_dir
         && dir.as_os_str().is_empty()
     {

@@ -21,6 +21,15 @@
 //! payload types, malformed packets, RTCP — is dropped and counted, never
 //! played. An unspecified SDP address (`0.0.0.0`, hold) is never sent to.
 //!
+//! A dead peer: when nothing arrives from the peer's address (audio,
+//! telephone-events, or packets of another payload type such as comfort
+//! noise) for [`RtpConfig::peer_timeout`] while the peer should be sending,
+//! or for [`RtpConfig::hold_timeout`] while it is on hold (our direction
+//! `sendonly`/`inactive`), the session reports it once through
+//! [`RtpSession::peer_silent`]; the bridge ends the call (a PBX that died
+//! without a BYE must not leave a GSM call running). A re-negotiation
+//! restarts the clock.
+//!
 //! Owns the socket and its port until the session ends. Never blocks on the
 //! device: frames for a device that is not draining are dropped and counted.
 //! Stops when its cancellation token is cancelled or its [`RtpSession`]
@@ -34,9 +43,9 @@ use std::time::Duration;
 
 use thiserror::Error;
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
-use tokio::time::MissedTickBehavior;
+use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
@@ -238,6 +247,12 @@ pub struct RtpConfig {
     pub dtmf_duration: Duration,
     /// The pause after each DTMF digit sent.
     pub dtmf_gap: Duration,
+    /// Nothing from a peer that should be sending for this long → it is
+    /// reported dead ([`RtpSession::peer_silent`]); `None`: never.
+    pub peer_timeout: Option<Duration>,
+    /// The same while the call is on hold (the peer is not meant to send);
+    /// `None`: never.
+    pub hold_timeout: Option<Duration>,
 }
 
 impl Default for RtpConfig {
@@ -246,6 +261,8 @@ impl Default for RtpConfig {
             jitter: JitterConfig::default(),
             dtmf_duration: Duration::from_millis(100),
             dtmf_gap: Duration::from_millis(60),
+            peer_timeout: Some(Duration::from_secs(60)),
+            hold_timeout: Some(Duration::from_secs(900)),
         }
     }
 }
@@ -398,6 +415,8 @@ pub struct RtpSession {
     /// DTMF digits the peer sent, each once.
     pub received_digits: mpsc::Receiver<Digit>,
     digits_to_send: mpsc::Sender<Digit>,
+    /// Fires once when the peer is silent past its timeout.
+    silent: Option<oneshot::Receiver<Duration>>,
     remote: watch::Sender<Negotiated>,
     stats: Arc<RtpStats>,
     local: SocketAddr,
@@ -420,6 +439,7 @@ impl RtpSession {
         let (digits_in_tx, digits_in_rx) = mpsc::channel(DIGIT_QUEUE);
         let (digits_out_tx, digits_out_rx) = mpsc::channel(DIGIT_QUEUE);
         let (remote_tx, remote_rx) = watch::channel(remote);
+        let (silent_tx, silent_rx) = oneshot::channel();
         let local = socket.local_addr();
         let span = tracing::info_span!("rtp", local = %local);
         let leg = Leg {
@@ -437,6 +457,8 @@ impl RtpSession {
             carry_len: 0,
             last_frame: [0; FRAME_SAMPLES],
             repeated: true,
+            heard_at: Instant::now(),
+            silent: Some(silent_tx),
             config,
             stats: Arc::clone(&stats),
         };
@@ -446,6 +468,7 @@ impl RtpSession {
         );
         Ok(RtpSession {
             received_digits: digits_in_rx,
+            silent: Some(silent_rx),
             digits_to_send: digits_out_tx,
             remote: remote_tx,
             stats,
@@ -481,6 +504,22 @@ impl RtpSession {
         self.stats.snapshot()
     }
 
+    /// Resolves, once, when nothing has come from the peer for longer than
+    /// its timeout (see the module docs), with how long it has been silent.
+    /// Pends forever otherwise, also after the session ended.
+    pub async fn peer_silent(&mut self) -> Duration {
+        silence_of(&mut self.silent).await
+    }
+
+    /// The next digit the peer sent (`None`: the session ended) or its
+    /// silence, whichever comes first.
+    pub async fn next_event(&mut self) -> SessionEvent {
+        tokio::select! {
+            digit = self.received_digits.recv() => SessionEvent::Digit(digit),
+            silence = silence_of(&mut self.silent) => SessionEvent::PeerSilent(silence),
+        }
+    }
+
     /// The shared counters (for metrics that outlive the handle).
     pub fn stats_handle(&self) -> Arc<RtpStats> {
         Arc::clone(&self.stats)
@@ -507,6 +546,28 @@ impl RtpSession {
     }
 }
 
+/// What a session reports to the call it carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionEvent {
+    /// A digit the peer sent by RFC 4733; `None`: the session ended.
+    Digit(Option<Digit>),
+    /// Nothing came from the peer for this long (past its timeout).
+    PeerSilent(Duration),
+}
+
+/// The peer's silence, once, from the session's report; never after it or
+/// when the session ended without one.
+async fn silence_of(silent: &mut Option<oneshot::Receiver<Duration>>) -> Duration {
+    if let Some(report) = silent.as_mut()
+        && let Ok(silence) = report.await
+    {
+        *silent = None;
+        return silence;
+    }
+    *silent = None;
+    std::future::pending().await
+}
+
 /// The state of the session task.
 struct Leg {
     remote: Negotiated,
@@ -527,6 +588,10 @@ struct Leg {
     last_frame: [u8; FRAME_SAMPLES],
     /// Whether the last tick was such a repeat.
     repeated: bool,
+    /// When the peer was last heard from (or the clock last restarted).
+    heard_at: Instant,
+    /// Taken when the peer's silence is reported.
+    silent: Option<oneshot::Sender<Duration>>,
     config: RtpConfig,
     stats: Arc<RtpStats>,
 }
@@ -551,9 +616,10 @@ impl Leg {
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => break,
-                _ = tick.tick() => {
+                now = tick.tick() => {
                     self.play_tick(&audio.to_device);
                     self.dtmf_tick(sock, &mut send_buf).await;
+                    self.check_peer(now);
                 }
                 frame = audio.from_device.recv(), if device_open => match frame {
                     Some(frame) => self.send_audio(sock, &frame, &mut send_buf).await,
@@ -593,6 +659,30 @@ impl Leg {
             *self.stats.latched.lock().unwrap_or_else(|p| p.into_inner()) = None;
         }
         self.remote = new;
+        self.heard_at = Instant::now();
+    }
+
+    /// Reports the peer's silence once it outlasts the timeout that applies.
+    fn check_peer(&mut self, now: Instant) {
+        let limit = if self.remote.direction.receives() {
+            self.config.peer_timeout
+        } else {
+            self.config.hold_timeout
+        };
+        let Some(limit) = limit else { return };
+        let silence = now.saturating_duration_since(self.heard_at);
+        if silence <= limit {
+            return;
+        }
+        if let Some(silent) = self.silent.take() {
+            tracing::warn!(
+                silence_ms = silence.as_millis() as u64,
+                direction = self.remote.direction.as_str(),
+                "nothing from the RTP peer: reporting it dead"
+            );
+            // The handle may be gone already; nothing then to report to.
+            let _ = silent.send(silence);
+        }
     }
 
     /// Where our packets go now, if anywhere.
@@ -659,6 +749,8 @@ impl Leg {
             RtpStats::bump(&self.stats.dropped_wrong_source);
             return;
         }
+        // The peer is alive, whatever it sent (comfort noise included).
+        self.heard_at = Instant::now();
         let pt = packet.header.payload_type;
         let is_audio = pt == self.remote.payload_type;
         let is_event = Some(pt) == self.remote.telephone_event;
@@ -1399,5 +1491,146 @@ Content-Length: 0
         drop(held);
         assert_eq!(ports.leased(), 0);
         assert!(ports.bind(localhost()).is_ok());
+    }
+
+    /// A session whose peer is `peer`, with these timeouts and our
+    /// `direction`; the device's ends are returned to keep them open.
+    fn watched(
+        ports: &Arc<PortRange>,
+        peer: SocketAddr,
+        direction: Direction,
+        peer_timeout: Option<Duration>,
+        hold_timeout: Option<Duration>,
+        cancel: &CancellationToken,
+    ) -> (RtpSession, mpsc::Sender<Frame>, mpsc::Receiver<Frame>) {
+        let (audio, speak, hear) = device();
+        let config = RtpConfig {
+            peer_timeout,
+            hold_timeout,
+            ..RtpConfig::default()
+        };
+        let remote = Negotiated {
+            direction,
+            ..negotiated(peer)
+        };
+        let sock = ports.bind(localhost()).unwrap();
+        let session = RtpSession::spawn(sock, remote, audio, config, cancel.child_token()).unwrap();
+        (session, speak, hear)
+    }
+
+    #[tokio::test]
+    async fn a_silent_peer_is_reported_once_a_talking_one_is_not() {
+        let ports = PortRange::new(41_600, 41_698).unwrap();
+        let cancel = CancellationToken::new();
+        let peer = UdpSocket::bind((localhost(), 0)).await.unwrap();
+        let peer_addr = peer.local_addr().unwrap();
+
+        // Nobody ever sends: reported past the timeout, once.
+        let limit = Duration::from_millis(300);
+        let (mut mute, _s1, _h1) = watched(
+            &ports,
+            peer_addr,
+            Direction::SendRecv,
+            Some(limit),
+            None,
+            &cancel,
+        );
+        let silence = bounded("the silent peer reported", mute.peer_silent()).await;
+        assert!(
+            silence > limit,
+            "reported after {silence:?}, before the {limit:?} timeout"
+        );
+        assert!(
+            timeout(Duration::from_millis(600), mute.peer_silent())
+                .await
+                .is_err(),
+            "reported twice"
+        );
+
+        // A peer sending comfort noise (a payload type we did not
+        // negotiate) every 20 ms is alive; once it stops, it is reported.
+        let limit = Duration::from_secs(1);
+        let (mut alive, _s2, _h2) = watched(
+            &ports,
+            peer_addr,
+            Direction::SendRecv,
+            Some(limit),
+            None,
+            &cancel,
+        );
+        let target = alive.local_addr();
+        let sender = tokio::spawn(async move {
+            let mut clock = tokio::time::interval(FRAME_PERIOD);
+            for seq in 0u16.. {
+                clock.tick().await;
+                if peer.send_to(&packet(13, seq, 0), target).await.is_err() {
+                    break;
+                }
+            }
+        });
+        assert!(
+            timeout(Duration::from_secs(3), alive.peer_silent())
+                .await
+                .is_err(),
+            "a peer sending every 20 ms was reported silent: {:?}",
+            alive.stats()
+        );
+        assert!(
+            alive.stats().dropped_wrong_payload_type > 0,
+            "{:?}",
+            alive.stats()
+        );
+        sender.abort();
+        let silence = bounded("the peer reported once it stopped", alive.peer_silent()).await;
+        assert!(silence > limit, "{silence:?}");
+        cancel.cancel();
+    }
+
+    #[tokio::test]
+    async fn on_hold_the_hold_timeout_applies_and_a_reinvite_restarts_the_clock() {
+        let ports = PortRange::new(41_700, 41_798).unwrap();
+        let cancel = CancellationToken::new();
+        let peer = UdpSocket::bind((localhost(), 0)).await.unwrap();
+        let peer_addr = peer.local_addr().unwrap();
+        let limit = Duration::from_millis(200);
+        // The peer holds the call (its recvonly: our sendonly) and the hold
+        // timeout is off: its silence is not reported...
+        let (mut held, _s, _h) = watched(
+            &ports,
+            peer_addr,
+            Direction::SendOnly,
+            Some(limit),
+            None,
+            &cancel,
+        );
+        assert!(
+            timeout(Duration::from_secs(1), held.peer_silent())
+                .await
+                .is_err(),
+            "a held call's silence was reported with no hold timeout"
+        );
+        // ...until it takes the call back (a re-INVITE with sendrecv).
+        held.update_remote(negotiated(peer_addr));
+        let resumed_at = Instant::now();
+        let silence = bounded("the resumed peer's silence", held.peer_silent()).await;
+        // Counted from the re-INVITE (set in the task after our call), not
+        // from the start of the hold.
+        assert!(
+            silence > limit && silence <= resumed_at.elapsed(),
+            "{silence:?}: the clock did not restart at the re-INVITE"
+        );
+
+        // With a hold timeout, a held call's silence is reported after it.
+        let (mut held, _s, _h) = watched(
+            &ports,
+            peer_addr,
+            Direction::Inactive,
+            None,
+            Some(limit),
+            &cancel,
+        );
+        let silence = bounded("the held peer's silence", held.peer_silent()).await;
+        assert!(silence > limit, "{silence:?}");
+        cancel.cancel();
     }
 }

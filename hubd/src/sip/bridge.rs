@@ -41,7 +41,9 @@ use crate::media::health::{self, HealthConfig, HealthMeter, MediaHealth};
 use crate::media::recording::{
     FINISH_WAIT, RecorderPool, RecordingConfig, RecordingHandle, RecordingMeta,
 };
-use crate::media::rtp_session::{PortRange, RtpConfig, RtpSession, RtpSocket, RtpStatsSnapshot};
+use crate::media::rtp_session::{
+    PortRange, RtpConfig, RtpSession, RtpSocket, RtpStatsSnapshot, SessionEvent,
+};
 use crate::media::sdp::{self, LocalMedia, Negotiated, SessionDescription};
 use crate::media::telephone_event::Digit;
 
@@ -209,12 +211,14 @@ pub fn sip_status_for(device_cause: &str) -> (u16, &'static str) {
     }
 }
 
-/// DTMF of a call's media.
+/// What a call's media reports to its bridge.
 enum MediaEvent {
     /// A digit the peer sent by RFC 4733; `None`: the RTP session ended.
     Received(Option<Digit>),
     /// A digit heard in band in the device's audio.
     Heard(Digit),
+    /// Nothing came from the RTP peer for this long (past its timeout).
+    PeerSilent(std::time::Duration),
 }
 
 /// Media of an answered call: the RTP session and the tap.
@@ -273,14 +277,64 @@ impl CallMedia {
         })
     }
 
-    /// The next DTMF digit, either way; never, without media.
+    /// The next DTMF digit either way, or the peer's silence; never,
+    /// without media.
     async fn next_event(media: &mut Option<CallMedia>) -> MediaEvent {
         let Some(media) = media else {
             return std::future::pending().await;
         };
         tokio::select! {
             Some(digit) = media.detected_digits.recv() => MediaEvent::Heard(digit),
-            digit = media.rtp.received_digits.recv() => MediaEvent::Received(digit),
+            event = media.rtp.next_event() => match event {
+                SessionEvent::Digit(digit) => MediaEvent::Received(digit),
+                SessionEvent::PeerSilent(silence) => MediaEvent::PeerSilent(silence),
+            },
+        }
+    }
+
+    /// Acts on a media event of either bridge; `true` when it ended the
+    /// call (both sides hung up, `rtp_timeout` in the outcome).
+    async fn on_event(
+        event: MediaEvent,
+        media: &mut Option<CallMedia>,
+        call: &CallHandle,
+        device: &DeviceLink,
+        outcome: &mut CallOutcome,
+    ) -> bool {
+        match event {
+            MediaEvent::Heard(digit) => {
+                if let Some(media) = media {
+                    media.send_detected(digit);
+                }
+                false
+            }
+            MediaEvent::Received(Some(digit)) => {
+                device
+                    .tell(ToDevice::Dtmf(digit.as_char().to_string()))
+                    .await;
+                false
+            }
+            MediaEvent::Received(None) => {
+                // The RTP session ended on its own: keep the call, drop DTMF.
+                tracing::warn!("RTP session ended during the call");
+                if let Some(ended) = media.take() {
+                    let (health, recording, rtp) = ended.finish().await;
+                    outcome.health = health;
+                    outcome.recording = recording;
+                    outcome.rtp = Some(rtp);
+                }
+                false
+            }
+            MediaEvent::PeerSilent(silence) => {
+                tracing::warn!(
+                    silence_s = silence.as_secs(),
+                    "no RTP from the SIP side: ending the call"
+                );
+                outcome.sip_cause = Some("rtp_timeout".into());
+                call.act(CallAction::HangUp);
+                device.tell(ToDevice::HangUp).await;
+                true
+            }
         }
     }
 
@@ -530,26 +584,11 @@ pub async fn incoming(
                     break;
                 }
             },
-            event = CallMedia::next_event(&mut media) => match event {
-                MediaEvent::Heard(digit) => {
-                    if let Some(media) = &media {
-                        media.send_detected(digit);
-                    }
+            event = CallMedia::next_event(&mut media) => {
+                if CallMedia::on_event(event, &mut media, &call, &device, &mut outcome).await {
+                    break;
                 }
-                MediaEvent::Received(Some(digit)) => {
-                    device.tell(ToDevice::Dtmf(digit.as_char().to_string())).await;
-                }
-                MediaEvent::Received(None) => {
-                    // The RTP session ended on its own: keep the call, drop DTMF.
-                    tracing::warn!("RTP session ended during the call");
-                    if let Some(ended) = media.take() {
-                        let (health, recording, rtp) = ended.finish().await;
-                        outcome.health = health;
-                        outcome.recording = recording;
-                        outcome.rtp = Some(rtp);
-                    }
-                }
-            },
+            }
         }
     }
     if let Some(media) = media {
@@ -709,25 +748,11 @@ pub async fn outgoing(
                     break;
                 }
             },
-            event = CallMedia::next_event(&mut media) => match event {
-                MediaEvent::Heard(digit) => {
-                    if let Some(media) = &media {
-                        media.send_detected(digit);
-                    }
+            event = CallMedia::next_event(&mut media) => {
+                if CallMedia::on_event(event, &mut media, &call, &device, &mut outcome).await {
+                    break;
                 }
-                MediaEvent::Received(Some(digit)) => {
-                    device.tell(ToDevice::Dtmf(digit.as_char().to_string())).await;
-                }
-                MediaEvent::Received(None) => {
-                    tracing::warn!("RTP session ended during the call");
-                    if let Some(ended) = media.take() {
-                        let (health, recording, rtp) = ended.finish().await;
-                        outcome.health = health;
-                        outcome.recording = recording;
-                        outcome.rtp = Some(rtp);
-                    }
-                }
-            },
+            }
         }
     }
     if let Some(media) = media {
