@@ -11,7 +11,7 @@ use std::time::Duration;
 use hubd::sip::message::{self, Message};
 use serde_json::Value;
 use vss_tests::kamailio::{Kamailio, KamailioOptions};
-use vss_tests::{HubProcess, get_json, wait_for};
+use vss_tests::{HubProcess, get_json, metric, wait_for};
 
 const WAIT: Duration = Duration::from_secs(40);
 
@@ -33,13 +33,18 @@ struct Hub {
 
 impl Hub {
     fn start(registrars: &[SocketAddr], slots: &[Slot]) -> Hub {
+        Hub::with_timing(registrars, slots, "expires_s = 10\n")
+    }
+
+    /// With `timing` (`expires_s`, `keepalive_s` lines) in `[sip]`.
+    fn with_timing(registrars: &[SocketAddr], slots: &[Slot], timing: &str) -> Hub {
         let dir = tempfile::tempdir().expect("a temp dir");
         let registrars: Vec<String> = registrars.iter().map(|r| format!("\"{r}\"")).collect();
         let mut text = format!(
             "[hub]\nid = \"hub-sip\"\nname = \"SIP test hub\"\ndata_dir = \"{}\"\n\n\
              [api]\nlisten = \"127.0.0.1:0\"\n\n\
              [supervisor]\nrestart_backoff_initial_ms = 600000\nrestart_backoff_max_ms = 600000\n\n\
-             [sip]\nregistrars = [{}]\nlisten = \"127.0.0.1:0\"\nexpires_s = 10\nt1_ms = 100\nmax_auth_failures = 3\n",
+             [sip]\nregistrars = [{}]\nlisten = \"127.0.0.1:0\"\n{timing}t1_ms = 100\nmax_auth_failures = 3\n",
             dir.path().join("data").display(),
             registrars.join(", ")
         );
@@ -197,6 +202,34 @@ fn the_hub_registers_again_after_kamailio_restarts() {
     for (id, ..) in SLOTS {
         hub.wait_state(*id, "READY");
     }
+    hub.terminate();
+}
+
+#[test]
+fn a_registered_slot_sends_keepalives_that_kamailio_takes_as_nothing() {
+    let kamailio = Kamailio::start(KamailioOptions::default());
+    let slots = &SLOTS[..1];
+    // Refresh at 30 s, a keep-alive every 5 s in between.
+    let mut hub = Hub::with_timing(
+        &[kamailio.addr()],
+        slots,
+        "expires_s = 60\nkeepalive_s = 5\n",
+    );
+    wait_all_ready_and_registered(&hub, &kamailio, slots);
+    let registers = metric(hub.api, "hubd_sip_register_sent_total");
+    assert_eq!(
+        registers,
+        Some(2.0),
+        "the bare REGISTER and the answer to the challenge"
+    );
+    wait_for("two keep-alives sent", WAIT, || {
+        metric(hub.api, "hubd_sip_keepalives_sent_total").filter(|sent| *sent >= 2.0)
+    });
+    // Kamailio took them as nothing: the binding stands, no REGISTER was
+    // needed in between, the slot stayed READY.
+    assert_eq!(kamailio.registered_aors(), numbers(slots));
+    assert_eq!(metric(hub.api, "hubd_sip_register_sent_total"), registers);
+    assert_eq!(hub.state(1), "READY");
     hub.terminate();
 }
 

@@ -180,6 +180,11 @@ pub struct SipSection {
     pub t1_ms: u64,
     /// Refused credentials in a row before the slot goes to FAULT.
     pub max_auth_failures: u32,
+    /// While a slot is registered, a keep-alive (double CRLF) goes to its
+    /// registrar this often, so a NAT between the hub and the PBX keeps the
+    /// mapping the PBX's INVITEs come back through. Seconds, 0 (never) or
+    /// 5–3600.
+    pub keepalive_s: u32,
     /// Where a call ringing on a slot's device goes (F-03): a SIP URI
     /// (`sip:queue@pbx.example.com`), sent through the first registrar.
     /// Absent: calls ringing on the device are not bridged to SIP.
@@ -196,6 +201,7 @@ impl Default for SipSection {
             expires_s: 300,
             t1_ms: 500,
             max_auth_failures: 3,
+            keepalive_s: 25,
             incoming_destination: None,
         }
     }
@@ -742,8 +748,13 @@ mod sip_tests {
         let sip = config.sip.as_ref().expect("[sip]");
         assert_eq!(sip.domain(), "192.0.2.1");
         assert_eq!(
-            (sip.expires_s, sip.t1_ms, sip.max_auth_failures),
-            (300, 500, 3)
+            (
+                sip.expires_s,
+                sip.t1_ms,
+                sip.max_auth_failures,
+                sip.keepalive_s
+            ),
+            (300, 500, 3, 25)
         );
         assert_eq!(sip.listen, SocketAddr::from(([0, 0, 0, 0], 5070)));
         let id = SlotId::new(1).expect("id");
@@ -774,6 +785,10 @@ mod sip_tests {
             (
                 "[sip]\nregistrars = [\"192.0.2.1:5060\"]\nmax_auth_failures = 0\n",
                 "sip.max_auth_failures",
+            ),
+            (
+                "[sip]\nregistrars = [\"192.0.2.1:5060\"]\nkeepalive_s = 1\n",
+                "sip.keepalive_s",
             ),
             (
                 "[sip]\nregistrars = [\"192.0.2.1:5060\"]\ndomain = \"a b\"\n",

@@ -340,6 +340,13 @@ fn validate_sip(
             "must be between 1 and 100".into(),
         ));
     }
+    if sip.keepalive_s != 0 && !(5..=3_600).contains(&sip.keepalive_s) {
+        return Err(invalid(
+            "sip.keepalive_s".into(),
+            sip.keepalive_s.to_string(),
+            "must be 0 (never) or 5 to 3600 seconds (NATs forget idle UDP mappings after 30 s to a few minutes)".into(),
+        ));
+    }
     if let Some(destination) = &sip.incoming_destination
         && !valid_sip_uri(destination)
     {

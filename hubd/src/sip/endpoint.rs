@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::call::{self, Call, CallConfig, CallEvent, IncomingInvite, OutgoingCall};
 use super::message::{self, Message, Request, Response};
-use super::registration::{Registration, RegistrationConfig, RegistrationEvent};
+use super::registration::{KEEPALIVE, Registration, RegistrationConfig, RegistrationEvent};
 use super::transaction::Timers;
 
 /// What the endpoint needs (from `[sip]`).
@@ -57,6 +57,9 @@ pub struct UaConfig {
     pub timers: Timers,
     /// Refused credentials in a row before a slot's registration gives up.
     pub max_auth_failures: u32,
+    /// While a slot is registered, a keep-alive to its registrar this
+    /// often (see [`super::registration::KEEPALIVE`]); `None`: never.
+    pub keepalive: Option<Duration>,
 }
 
 impl From<&crate::config::SipSection> for UaConfig {
@@ -69,6 +72,8 @@ impl From<&crate::config::SipSection> for UaConfig {
             expires: section.expires_s,
             timers: Timers::with_t1(Duration::from_millis(section.t1_ms)),
             max_auth_failures: section.max_auth_failures,
+            keepalive: (section.keepalive_s > 0)
+                .then(|| Duration::from_secs(u64::from(section.keepalive_s))),
         }
     }
 }
@@ -201,6 +206,8 @@ pub struct SipMetrics {
     auth_failures: AtomicU64,
     /// REGISTER transactions that got no answer before timer F.
     register_timeouts: AtomicU64,
+    /// Keep-alives sent to registrars.
+    keepalives_sent: AtomicU64,
     /// Whether each slot's SIP number is registered now, by number.
     registered: Mutex<BTreeMap<String, bool>>,
 }
@@ -239,6 +246,11 @@ impl SipMetrics {
                 "hubd_sip_register_timeouts_total",
                 "REGISTER transactions the registrar did not answer in time (timer F).",
                 &self.register_timeouts,
+            ),
+            (
+                "hubd_sip_keepalives_sent_total",
+                "Keep-alives (double CRLF) sent to registrars to hold NAT mappings open.",
+                &self.keepalives_sent,
             ),
         ] {
             let _ = writeln!(
@@ -369,6 +381,7 @@ impl SipUa {
             max_auth_failures: self.config.max_auth_failures,
             retry_initial: Duration::from_secs(1),
             retry_max: Duration::from_secs(60),
+            keepalive: self.config.keepalive,
         };
         let seed = getrandom::u64().unwrap_or_else(|_| {
             u64::from(std::process::id()) ^ tokio::time::Instant::now().elapsed().as_nanos() as u64
@@ -428,6 +441,14 @@ impl SipUa {
                         self.metrics.register_sent.fetch_add(1, Ordering::Relaxed);
                     }
                     Err(e) => tracing::debug!(to = %transmit.to, error = %e, "REGISTER not sent"),
+                }
+            }
+            while let Some(registrar) = registration.poll_keepalive() {
+                match self.socket.send_to(KEEPALIVE, registrar).await {
+                    Ok(_) => {
+                        self.metrics.keepalives_sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => tracing::debug!(to = %registrar, error = %e, "keep-alive not sent"),
                 }
             }
             while let Some(event) = registration.poll_event() {
@@ -832,6 +853,7 @@ mod tests {
             expires: 60,
             timers: Timers::with_t1(Duration::from_millis(50)),
             max_auth_failures: 3,
+            keepalive: None,
         }
     }
 
@@ -959,6 +981,77 @@ mod tests {
         let ok = Response::to_request(&bye, 200, "OK", "x");
         registrar.send_to(&ok.to_bytes(), hub).await.unwrap();
         unregistering.await.unwrap();
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_registered_slot_keeps_the_path_to_its_registrar_open() {
+        let registrar = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let stop = CancellationToken::new();
+        let metrics = Arc::new(SipMetrics::default());
+        let ua = SipUa::bind_with_metrics(
+            UaConfig {
+                keepalive: Some(Duration::from_millis(200)),
+                ..config(registrar.local_addr().unwrap())
+            },
+            stop.clone(),
+            Arc::clone(&metrics),
+        )
+        .await
+        .unwrap();
+        let mut handle = ua.register(SlotCredentials {
+            slot: "slot 1".into(),
+            user: "6001".into(),
+            password: None,
+        });
+        let (Message::Request(register), hub) = receive(&registrar).await else {
+            panic!("a request");
+        };
+        let ok = Response::to_request(&register, 200, "OK", "x");
+        registrar.send_to(&ok.to_bytes(), hub).await.unwrap();
+        assert!(matches!(
+            handle.next_event().await,
+            Some(RegistrationEvent::Registered { .. })
+        ));
+        // Keep-alives, from the socket the REGISTER came from (the one a
+        // NAT mapped), and nothing else until the refresh at 30 s.
+        let mut buffer = [0u8; 2048];
+        for _ in 0..3 {
+            let (n, from) =
+                tokio::time::timeout(Duration::from_secs(5), registrar.recv_from(&mut buffer))
+                    .await
+                    .expect("a keep-alive in time")
+                    .unwrap();
+            assert_eq!(&buffer[..n], KEEPALIVE);
+            assert_eq!(from, hub);
+        }
+        // A registrar's keep-alive answer (a CRLF "pong") is ignored; the
+        // endpoint still answers requests.
+        registrar.send_to(b"\r\n", hub).await.unwrap();
+        let options = format!(
+            "OPTIONS sip:6001@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bKka\r\n\
+             From: <sip:k@h>;tag=1\r\nTo: <sip:6001@127.0.0.1>\r\nCall-ID: ka\r\nCSeq: 1 OPTIONS\r\n\r\n",
+            registrar.local_addr().unwrap()
+        );
+        registrar.send_to(options.as_bytes(), hub).await.unwrap();
+        let answer = loop {
+            let (n, _) = registrar.recv_from(&mut buffer).await.unwrap();
+            if &buffer[..n] != KEEPALIVE {
+                break message::parse(&buffer[..n]).expect("parses");
+            }
+        };
+        let Message::Response(answer) = answer else {
+            panic!("a response");
+        };
+        assert_eq!(answer.status, 200);
+        let mut rendered = String::new();
+        metrics.render(&mut rendered);
+        let sent: u64 = rendered
+            .lines()
+            .find_map(|l| l.strip_prefix("hubd_sip_keepalives_sent_total "))
+            .and_then(|v| v.parse().ok())
+            .expect("the keep-alive counter");
+        assert!(sent >= 3, "{rendered}");
         stop.cancel();
     }
 }

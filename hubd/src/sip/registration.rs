@@ -10,6 +10,12 @@
 //! round to the first again), giving up for good after
 //! `max_auth_failures` refused credentials, and unregistering (`Expires: 0`).
 //!
+//! While registered it also keeps the path from the registrar open: every
+//! `keepalive` it asks for a [`KEEPALIVE`] datagram (a double CRLF, RFC 5626
+//! §4.4.1's keep-alive, which registrars ignore) from the SIP socket to the
+//! registrar, so a NAT or firewall between them does not forget the
+//! mapping between refreshes and drop the calls the PBX sends the slot.
+//!
 //! It must never: touch a socket or a clock, send two requests at once,
 //! retry without a delay after a failure, or put the password anywhere but
 //! into the digest.
@@ -48,7 +54,14 @@ pub struct RegistrationConfig {
     pub retry_initial: Duration,
     /// Longest delay between retries.
     pub retry_max: Duration,
+    /// While registered, a [`KEEPALIVE`] to the registrar this often;
+    /// `None`: never.
+    pub keepalive: Option<Duration>,
 }
+
+/// The keep-alive datagram: a double CRLF (RFC 5626 §4.4.1), which a SIP
+/// server reads as nothing (Kamailio drops it as a probing packet).
+pub const KEEPALIVE: &[u8] = b"\r\n\r\n";
 
 /// A datagram to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,8 +115,12 @@ enum State {
         purpose: Purpose,
         with_credentials: bool,
     },
-    /// Bound; refresh at the instant.
-    Registered { refresh_at: Instant },
+    /// Bound; refresh at the first instant, keep the path open at the
+    /// second.
+    Registered {
+        refresh_at: Instant,
+        keepalive_at: Option<Instant>,
+    },
     /// After a failure; try again at the instant.
     Waiting { retry_at: Instant },
     /// Terminal.
@@ -131,6 +148,8 @@ pub struct Registration {
     nc: u32,
     retry_delay: Duration,
     transmits: VecDeque<Transmit>,
+    /// Registrars a [`KEEPALIVE`] is due to.
+    keepalives: VecDeque<SocketAddr>,
     events: VecDeque<RegistrationEvent>,
 }
 
@@ -159,6 +178,7 @@ impl Registration {
             nc: 0,
             retry_delay,
             transmits: VecDeque::new(),
+            keepalives: VecDeque::new(),
             events: VecDeque::new(),
         };
         if registration.config.registrars.is_empty() {
@@ -178,6 +198,12 @@ impl Registration {
         self.transmits.pop_front()
     }
 
+    /// The next registrar to send a [`KEEPALIVE`] to (from the socket the
+    /// REGISTERs go out of).
+    pub fn poll_keepalive(&mut self) -> Option<SocketAddr> {
+        self.keepalives.pop_front()
+    }
+
     /// The next event for the owner.
     pub fn poll_event(&mut self) -> Option<RegistrationEvent> {
         self.events.pop_front()
@@ -187,7 +213,10 @@ impl Registration {
     pub fn next_deadline(&self) -> Option<Instant> {
         match &self.state {
             State::Sending { tx, .. } => tx.deadline(),
-            State::Registered { refresh_at } => Some(*refresh_at),
+            State::Registered {
+                refresh_at,
+                keepalive_at,
+            } => Some(keepalive_at.map_or(*refresh_at, |k| k.min(*refresh_at))),
             State::Waiting { retry_at } => Some(*retry_at),
             State::Over => None,
         }
@@ -213,6 +242,7 @@ impl Registration {
             Retransmit(Transmit),
             TimedOut(Purpose),
             Refresh,
+            KeepAlive,
             Retry,
         }
         let to = self.current_registrar();
@@ -232,7 +262,11 @@ impl Registration {
                 }),
                 Tick::TimedOut => Due::TimedOut(*purpose),
             },
-            State::Registered { refresh_at } if now >= *refresh_at => Due::Refresh,
+            State::Registered { refresh_at, .. } if now >= *refresh_at => Due::Refresh,
+            State::Registered {
+                keepalive_at: Some(at),
+                ..
+            } if now >= *at => Due::KeepAlive,
             State::Waiting { retry_at } if now >= *retry_at => Due::Retry,
             _ => return,
         };
@@ -249,6 +283,12 @@ impl Registration {
                 // Refreshes start without credentials: the nonce may be old.
                 self.challenge = None;
                 self.send(now, Purpose::Register, false);
+            }
+            Due::KeepAlive => {
+                self.keepalives.push_back(to);
+                if let State::Registered { keepalive_at, .. } = &mut self.state {
+                    *keepalive_at = self.config.keepalive.map(|every| now + every);
+                }
             }
             Due::Retry => {
                 let with_credentials = self.challenge.is_some();
@@ -378,6 +418,7 @@ impl Registration {
         let refresh = (expires / 2).max(Duration::from_secs(1));
         self.state = State::Registered {
             refresh_at: now + refresh,
+            keepalive_at: self.config.keepalive.map(|every| now + every),
         };
         if !self.reported {
             self.reported = true;
@@ -585,6 +626,7 @@ mod tests {
             max_auth_failures: 3,
             retry_initial: Duration::from_secs(1),
             retry_max: Duration::from_secs(8),
+            keepalive: None,
         }
     }
 
@@ -691,6 +733,70 @@ mod tests {
         h.answer(200, &[("Expires", "60")]);
         assert_eq!(h.events.len(), 1, "a refresh reports nothing");
         assert_eq!(h.sent.len(), 4);
+    }
+
+    #[test]
+    fn keepalives_go_to_the_registrar_only_while_registered() {
+        let mut h = Harness::new(RegistrationConfig {
+            keepalive: Some(Duration::from_secs(10)),
+            ..config()
+        });
+        // Not registered yet: the deadline is the transaction's, and
+        // running it out sends retransmissions, never a keep-alive.
+        h.advance();
+        assert_eq!(h.reg.poll_keepalive(), None);
+        h.answer(200, &[("Expires", "60")]);
+        let registered_at = h.now;
+        // Every 10 s to the registrar that accepted; at 30 s the refresh
+        // (due with the third) goes instead.
+        for k in 1..=2u32 {
+            assert_eq!(
+                h.reg.next_deadline(),
+                Some(registered_at + 10 * Duration::from_secs(k.into()))
+            );
+            h.advance();
+            assert_eq!(
+                h.reg.poll_keepalive(),
+                Some("10.0.0.1:5060".parse().unwrap())
+            );
+            assert_eq!(h.reg.poll_keepalive(), None, "one per period");
+        }
+        let sent = h.sent.len();
+        h.advance();
+        assert_eq!(
+            h.now - registered_at,
+            Duration::from_secs(30),
+            "the refresh keeps its time"
+        );
+        assert_eq!(h.sent.len(), sent + 1, "the refresh REGISTER");
+        assert_eq!(
+            h.reg.poll_keepalive(),
+            None,
+            "none while the refresh is on the wire"
+        );
+        // Refused (no answer is the same): none while waiting to retry.
+        h.answer(503, &[]);
+        assert!(
+            matches!(h.reg.state, State::Waiting { .. }),
+            "{:?}",
+            h.reg.state
+        );
+        h.advance();
+        assert_eq!(h.reg.poll_keepalive(), None);
+        // Registered again at the second registrar: keep-alives go there.
+        h.answer(200, &[("Expires", "60")]);
+        h.advance();
+        assert_eq!(
+            h.reg.poll_keepalive(),
+            Some("10.0.0.2:5060".parse().unwrap())
+        );
+        // Unregistered: none, and nothing is left to do.
+        h.reg.unregister(h.now);
+        h.drain();
+        h.answer(200, &[]);
+        assert!(h.reg.is_over());
+        assert_eq!(h.reg.poll_keepalive(), None);
+        assert_eq!(h.reg.next_deadline(), None);
     }
 
     #[test]
