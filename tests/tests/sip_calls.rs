@@ -368,6 +368,23 @@ fn answers(after_ms: u64, hangs_up_after: Option<Duration>) -> Callee {
     }
 }
 
+/// The modem's last call ended by the hub's `AT+CHUP` (not by its far
+/// end), after an answer or not; the call's record.
+fn assert_the_hub_hung_up_the_modem(
+    bed: &Bed,
+    answered: bool,
+) -> vss_tests::modem::model::CallRecord {
+    let call = last_modem_call(&bed.modem);
+    assert_eq!(call.answered, answered, "{call:?}");
+    assert_eq!(call.cause, EndCause::LocalHangup, "{call:?}");
+    let commands = bed.modem.log().commands;
+    assert!(
+        commands.iter().any(|c| c == HANG_UP),
+        "no {HANG_UP} among {commands:?}"
+    );
+    call
+}
+
 /// `cdr[key]` as a string, for messages.
 fn field<'a>(cdr: &'a Value, key: &str) -> &'a str {
     cdr[key].as_str().unwrap_or("<absent>")
@@ -456,14 +473,7 @@ fn a_caller_that_goes_silent_is_hung_up_both_ways_f09() {
     });
     let uac = Sipp::run(caller("uac_call_dial_silent.xml", &bed));
     uac.assert_succeeded(1, "the silent caller waiting for the slot's BYE");
-    let call = last_modem_call(&bed.modem);
-    assert!(call.answered, "{call:?}");
-    assert_eq!(call.cause, EndCause::LocalHangup, "{call:?}");
-    let commands = bed.modem.log().commands;
-    assert!(
-        commands.iter().any(|c| c == HANG_UP),
-        "no {HANG_UP} among {commands:?}"
-    );
+    assert_the_hub_hung_up_the_modem(&bed, true);
     let cdr = bed.wait_ready_after_call();
     assert_eq!(field(&cdr, "sip_cause"), "rtp_timeout", "{cdr}");
     assert_eq!(cdr["rtp"]["packets_in"], 0, "{cdr}");
@@ -480,14 +490,7 @@ fn a_cancel_while_the_modem_dials_hangs_it_up_f09() {
     uac.assert_succeeded(1, "the caller cancelling");
     let dialled = format!("ATD{NUMBER};");
     assert!(bed.modem_got(&dialled) > 0, "no {dialled}");
-    let call = last_modem_call(&bed.modem);
-    assert_eq!(call.cause, EndCause::LocalHangup, "{call:?}");
-    assert!(!call.answered, "{call:?}");
-    let commands = bed.modem.log().commands;
-    assert!(
-        commands.iter().any(|c| c == HANG_UP),
-        "no {HANG_UP} among {commands:?}"
-    );
+    assert_the_hub_hung_up_the_modem(&bed, false);
     let cdr = bed.wait_ready_after_call();
     assert_eq!(field(&cdr, "sip_cause"), "cancelled", "{cdr}");
     assert_eq!(field(&cdr, "device_cause"), "normal_clearing", "{cdr}");
@@ -616,15 +619,8 @@ fn the_sipp_agent_hangs_up_and_the_modems_call_ends_f03() {
         .incoming_call("+4930123456")
         .expect("the call rings");
     uas.wait().assert_succeeded(1, "the agent hanging up");
-    let call = last_modem_call(&bed.modem);
+    let call = assert_the_hub_hung_up_the_modem(&bed, true);
     assert_eq!(call.direction, ModemDirection::Incoming, "{call:?}");
-    assert!(call.answered, "{call:?}");
-    assert_eq!(call.cause, EndCause::LocalHangup, "{call:?}");
-    let commands = bed.modem.log().commands;
-    assert!(
-        commands.iter().any(|c| c == HANG_UP),
-        "no {HANG_UP} among {commands:?}"
-    );
     let cdr = bed.wait_ready_after_call();
     assert_eq!(field(&cdr, "sip_cause"), "remote_bye", "{cdr}");
     assert_eq!(field(&cdr, "device_cause"), "normal_clearing", "{cdr}");
