@@ -484,6 +484,35 @@ fn a_caller_that_goes_silent_is_hung_up_both_ways_f09() {
 }
 
 #[test]
+fn a_modem_that_hangs_mid_call_ends_the_call_with_a_bye_and_a_cdr_f09() {
+    let bed = Bed::start(answers(300, None), None);
+    let uac = Sipp::spawn(caller("uac_call_dial_remote_bye.xml", &bed).tone(Tone::default()));
+    bed.wait_state(&["ACTIVE_CALL"], Duration::from_secs(20));
+    // The modem hangs mid-call (the field notes' E3372 in a reset loop, an
+    // E1550 after an early AT+CHLD): it answers nothing from now on.
+    bed.modem.set_silent(true);
+    uac.wait()
+        .assert_succeeded(1, "the caller waiting for the slot's BYE");
+    // The hub found the modem hung (its health check went unanswered),
+    // ended the call on the SIP side and wrote the record, naming the
+    // modem's failure as what ended it.
+    let cdr = bed.cdr();
+    assert_eq!(field(&cdr, "end_cause"), "modem_failure", "{cdr}");
+    assert_eq!(field(&cdr, "device_cause"), "modem_failure", "{cdr}");
+    assert_eq!(field(&cdr, "sip_cause"), "local_bye", "{cdr}");
+    assert!(cdr["answered_at_ms"].is_number(), "{cdr}");
+    let recording = std::path::PathBuf::from(field(&cdr, "recording"));
+    assert!(
+        recording.is_file(),
+        "no recording at {}: {cdr}",
+        recording.display()
+    );
+    // The modem comes back: so does the slot, with no restart by hand.
+    bed.modem.set_silent(false);
+    bed.wait_state(&["READY"], Duration::from_secs(90));
+}
+
+#[test]
 fn a_cancel_while_the_modem_dials_hangs_it_up_f09() {
     let bed = Bed::start(Callee::NeverAnswers, None);
     let uac = Sipp::run(caller("uac_cancel_dial.xml", &bed));
