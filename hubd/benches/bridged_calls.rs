@@ -475,6 +475,7 @@ async fn start_calls(
                 started_at_ms: 1_795_530_225_000 + i as i64,
             },
             local_ip: localhost,
+            bind_ip: localhost,
             ports: Arc::clone(&ports),
             rtp: RtpConfig::default(),
             health: HealthConfig::default(),

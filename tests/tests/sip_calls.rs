@@ -56,6 +56,9 @@ struct BedOptions {
     dead_primary: bool,
     /// `[media] rtp_timeout_s`, when not the default.
     rtp_timeout_s: Option<u32>,
+    /// `[sip] advertised_address`, when the hub must claim another address
+    /// than the one it sends from (behind a NAT).
+    advertised: Option<&'static str>,
 }
 
 impl Default for BedOptions {
@@ -67,6 +70,7 @@ impl Default for BedOptions {
             tone: Some(ModemTone::default()),
             dead_primary: false,
             rtp_timeout_s: None,
+            advertised: None,
         }
     }
 }
@@ -127,9 +131,13 @@ impl Bed {
             .map(|s| format!("rtp_timeout_s = {s}\n"))
             .unwrap_or_default();
         let media = format!("[media]\n{ports}{rtp_timeout}");
+        let advertised = options
+            .advertised
+            .map(|address| format!("advertised_address = \"{address}\"\n"))
+            .unwrap_or_default();
         let sections = format!(
             "[sip]\nregistrars = [{registrars}]\nlisten = \"127.0.0.1:0\"\nexpires_s = 60\n\
-             t1_ms = 100\n{destination}\n\n{media}"
+             t1_ms = 100\n{advertised}{destination}\n\n{media}"
         );
         let slot = format!("sip_password = \"{PASSWORD}\"\nrecording = \"all\"");
         let hub = ModemHub::start(config, "hub-sip-calls", &sections, &slot);
@@ -510,6 +518,56 @@ fn a_modem_that_hangs_mid_call_ends_the_call_with_a_bye_and_a_cdr_f09() {
     // The modem comes back: so does the slot, with no restart by hand.
     bed.modem.set_silent(false);
     bed.wait_state(&["READY"], Duration::from_secs(90));
+}
+
+#[test]
+fn behind_a_nat_the_slot_registers_where_kamailio_saw_it_and_takes_calls_there_f09() {
+    // The hub claims an address that is not its own and that nothing
+    // answers on (a private address behind a NAT, as the PBX would see
+    // it); its REGISTERs and calls really leave from 127.0.0.1.
+    const CLAIMED: &str = "198.51.100.7:5070";
+    let bed = Bed::with(BedOptions {
+        // Talks until after timer H (64 x T1 = 6.4 s): an ACK lost on the
+        // way to a wrong Contact would end the call as ack_timeout first.
+        callee: answers(300, Some(Duration::from_secs(8))),
+        advertised: Some(CLAIMED),
+        ..BedOptions::default()
+    });
+    // Kamailio's answer said where it saw the REGISTER come from; the slot
+    // registered that instead, and unbound the claimed Contact.
+    let contacts = wait_for(
+        "the slot's one Contact at 127.0.0.1",
+        Duration::from_secs(20),
+        || {
+            let contacts: Vec<String> = bed
+                .kamailio
+                .ul_dump()
+                .into_iter()
+                .filter(|b| b.aor == SLOT)
+                .map(|b| b.contact)
+                .collect();
+            (contacts.len() == 1 && contacts[0].contains("@127.0.0.1:")).then_some(contacts)
+        },
+    );
+    assert!(!contacts[0].contains("198.51.100.7"), "{contacts:?}");
+    // Kamailio's INVITE reaches the slot there, the caller's ACK (to the
+    // Contact of our 200) too, and the callee's hang-up becomes our BYE.
+    let uac = Sipp::run(caller("uac_call_dial_silent.xml", &bed));
+    uac.assert_succeeded(1, "the caller waiting for the slot's BYE");
+    assert!(
+        bed.modem_got(&format!("ATD{NUMBER};")) > 0,
+        "the slot never dialled"
+    );
+    // Media: the SDP names the claimed IP, the RTP port is bound on the
+    // hub's own (the claimed one is not on this host).
+    assert!(
+        uac.messages.contains("c=IN IP4 198.51.100.7"),
+        "our SDP does not name the claimed address:\n{}",
+        uac.messages
+    );
+    let cdr = bed.wait_ready_after_call();
+    assert_eq!(field(&cdr, "sip_cause"), "local_bye", "{cdr}");
+    assert_eq!(field(&cdr, "device_cause"), "normal_clearing", "{cdr}");
 }
 
 #[test]

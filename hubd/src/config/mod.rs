@@ -185,6 +185,11 @@ pub struct SipSection {
     /// mapping the PBX's INVITEs come back through. Seconds, 0 (never) or
     /// 5–3600.
     pub keepalive_s: u32,
+    /// When a registrar's answer shows it saw the hub at another address
+    /// (Via `received`/`rport`: a NAT), register that address as the
+    /// Contact and offer it in calls, so the PBX's requests come back
+    /// through the NAT.
+    pub follow_nat: bool,
     /// Where a call ringing on a slot's device goes (F-03): a SIP URI
     /// (`sip:queue@pbx.example.com`), sent through the first registrar.
     /// Absent: calls ringing on the device are not bridged to SIP.
@@ -202,6 +207,7 @@ impl Default for SipSection {
             t1_ms: 500,
             max_auth_failures: 3,
             keepalive_s: 25,
+            follow_nat: true,
             incoming_destination: None,
         }
     }
@@ -756,6 +762,7 @@ mod sip_tests {
             ),
             (300, 500, 3, 25)
         );
+        assert!(sip.follow_nat, "on by default");
         assert_eq!(sip.listen, SocketAddr::from(([0, 0, 0, 0], 5070)));
         let id = SlotId::new(1).expect("id");
         assert_eq!(

@@ -434,6 +434,7 @@ mod tests {
                 started_at_ms: 1_000,
             },
             local_ip: Ipv4Addr::LOCALHOST.into(),
+            bind_ip: Ipv4Addr::LOCALHOST.into(),
             ports: PortRange::new(40_000, 40_010).expect("ports"),
             rtp: RtpConfig::default(),
             health: HealthConfig::default(),

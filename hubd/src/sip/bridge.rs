@@ -146,8 +146,12 @@ impl DeviceLink {
 pub struct BridgeConfig {
     /// The CDR's call id (also the recording's).
     pub meta: RecordingMeta,
-    /// Our media address (the SIP endpoint's advertised IP).
+    /// Our media address in SDP (the SIP endpoint's advertised IP).
     pub local_ip: IpAddr,
+    /// The address RTP sockets bind: the SIP socket's bound IP (`0.0.0.0`:
+    /// every interface). Not `local_ip`: behind a NAT that one is the
+    /// public address, which is not on the hub.
+    pub bind_ip: IpAddr,
     /// The hub's RTP ports.
     pub ports: Arc<PortRange>,
     /// RTP session settings.
@@ -490,7 +494,7 @@ pub async fn incoming(
             return outcome;
         }
     };
-    let socket = match config.ports.bind(config.local_ip) {
+    let socket = match config.ports.bind(config.bind_ip) {
         Ok(socket) => socket,
         Err(e) => {
             tracing::warn!(error = %e, "no RTP port: 503");
@@ -650,7 +654,7 @@ pub async fn outgoing(
         device_call: true,
         ..CallOutcome::default()
     };
-    let socket = match config.ports.bind(config.local_ip) {
+    let socket = match config.ports.bind(config.bind_ip) {
         Ok(socket) => socket,
         Err(e) => {
             tracing::warn!(error = %e, "no RTP port for the incoming call");
@@ -821,6 +825,7 @@ mod tests {
                 started_at_ms: 1_000,
             },
             local_ip: "127.0.0.1".parse().expect("ip"),
+            bind_ip: "127.0.0.1".parse().expect("ip"),
             ports: ports.clone(),
             rtp: RtpConfig::default(),
             health: HealthConfig::default(),

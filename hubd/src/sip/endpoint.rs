@@ -60,6 +60,9 @@ pub struct UaConfig {
     /// While a slot is registered, a keep-alive to its registrar this
     /// often (see [`super::registration::KEEPALIVE`]); `None`: never.
     pub keepalive: Option<Duration>,
+    /// Take the address a registrar saw the hub at (Via `received`/`rport`)
+    /// as the Contact of registrations and calls.
+    pub follow_nat: bool,
 }
 
 impl From<&crate::config::SipSection> for UaConfig {
@@ -74,6 +77,7 @@ impl From<&crate::config::SipSection> for UaConfig {
             max_auth_failures: section.max_auth_failures,
             keepalive: (section.keepalive_s > 0)
                 .then(|| Duration::from_secs(u64::from(section.keepalive_s))),
+            follow_nat: section.follow_nat,
         }
     }
 }
@@ -279,6 +283,9 @@ impl SipMetrics {
 pub struct SipUa {
     socket: UdpSocket,
     advertised: SocketAddr,
+    /// The address a registrar last saw the hub at, when it differs from
+    /// `advertised` and `follow_nat` is on: calls' Contact.
+    seen: Mutex<Option<SocketAddr>>,
     config: UaConfig,
     /// Branch of a registration's transaction → that registration's task.
     routes: Mutex<Routes>,
@@ -333,6 +340,7 @@ impl SipUa {
         let ua = Arc::new(SipUa {
             socket,
             advertised,
+            seen: Mutex::new(None),
             config,
             routes: Mutex::new(HashMap::new()),
             calls: Mutex::new(HashMap::new()),
@@ -353,6 +361,22 @@ impl SipUa {
     /// The address in Via and Contact.
     pub fn advertised_addr(&self) -> SocketAddr {
         self.advertised
+    }
+
+    /// The IP the SIP socket is bound to (`0.0.0.0`: every interface), which
+    /// RTP sockets bind too.
+    pub fn bound_ip(&self) -> std::net::IpAddr {
+        self.socket
+            .local_addr()
+            .map_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |a| {
+                a.ip()
+            })
+    }
+
+    /// The address calls put in Via and Contact: the one a registrar saw
+    /// the hub at (NAT, with `follow_nat`), else the advertised one.
+    pub fn contact_addr(&self) -> SocketAddr {
+        lock(&self.seen).unwrap_or(self.advertised)
     }
 
     /// The AOR domain (our From host).
@@ -382,6 +406,7 @@ impl SipUa {
             retry_initial: Duration::from_secs(1),
             retry_max: Duration::from_secs(60),
             keepalive: self.config.keepalive,
+            follow_nat: self.config.follow_nat,
         };
         let seed = getrandom::u64().unwrap_or_else(|_| {
             u64::from(std::process::id()) ^ tokio::time::Instant::now().elapsed().as_nanos() as u64
@@ -452,6 +477,12 @@ impl SipUa {
                 }
             }
             while let Some(event) = registration.poll_event() {
+                if let RegistrationEvent::Mapped { address } = event {
+                    // The hub's one socket has one mapping per registrar:
+                    // calls offer the latest one seen.
+                    *lock(&self.seen) = Some(address);
+                    continue;
+                }
                 self.metrics
                     .set_registered(&user, matches!(event, RegistrationEvent::Registered { .. }));
                 let _ = events.send(event);
@@ -642,7 +673,7 @@ impl SipUa {
     fn call_config(&self, extension: String) -> CallConfig {
         CallConfig {
             extension,
-            local: self.advertised,
+            local: self.contact_addr(),
             timers: self.config.timers,
         }
     }
@@ -854,6 +885,7 @@ mod tests {
             timers: Timers::with_t1(Duration::from_millis(50)),
             max_auth_failures: 3,
             keepalive: None,
+            follow_nat: false,
         }
     }
 

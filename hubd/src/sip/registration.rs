@@ -16,6 +16,17 @@
 //! registrar, so a NAT or firewall between them does not forget the
 //! mapping between refreshes and drop the calls the PBX sends the slot.
 //!
+//! Behind a NAT, the Contact we offer (`local`) is an address the PBX cannot
+//! reach. With `follow_nat`, when the registrar's answer says (top Via
+//! `received`/`rport`, RFC 3581) that it saw the REGISTER come from another
+//! address, the registration registers again at once with that address as
+//! its Contact (unbinding the old one in the same request), reports it
+//! ([`RegistrationEvent::Mapped`], so calls put it in their Contact too),
+//! and reports `Registered` only once the reachable Contact is bound. At most
+//! [`MAX_REWRITES`] such rewrites in a row (a NAT that changes its mapping on
+//! every packet would otherwise loop); a registrar change starts over from
+//! `local`.
+//!
 //! It must never: touch a socket or a clock, send two requests at once,
 //! retry without a delay after a failure, or put the password anywhere but
 //! into the digest.
@@ -57,7 +68,14 @@ pub struct RegistrationConfig {
     /// While registered, a [`KEEPALIVE`] to the registrar this often;
     /// `None`: never.
     pub keepalive: Option<Duration>,
+    /// Take the address the registrar saw (Via `received`/`rport`) as the
+    /// Contact (see the module docs).
+    pub follow_nat: bool,
 }
+
+/// Contact rewrites in a row before the registration stops following what
+/// the registrar sees.
+pub const MAX_REWRITES: u32 = 2;
 
 /// The keep-alive datagram: a double CRLF (RFC 5626 §4.4.1), which a SIP
 /// server reads as nothing (Kamailio drops it as a probing packet).
@@ -97,6 +115,12 @@ pub enum RegistrationEvent {
     },
     /// Unregistered (or given up unregistering): terminal.
     Unregistered,
+    /// The registrar sees us at `address`, not at the configured one: the
+    /// Contact is now `address` (calls should offer it too).
+    Mapped {
+        /// The address the registrar saw the REGISTER come from.
+        address: SocketAddr,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,6 +174,13 @@ pub struct Registration {
     transmits: VecDeque<Transmit>,
     /// Registrars a [`KEEPALIVE`] is due to.
     keepalives: VecDeque<SocketAddr>,
+    /// The address in our Contact: `local`, or what the registrar saw.
+    contact: SocketAddr,
+    /// A Contact replaced by a NAT rewrite, unbound (`expires=0`) in the
+    /// REGISTERs until one is accepted.
+    stale_contact: Option<SocketAddr>,
+    /// NAT rewrites in a row.
+    rewrites: u32,
     events: VecDeque<RegistrationEvent>,
 }
 
@@ -162,6 +193,7 @@ impl Registration {
         let from_tag = rng.hex();
         let expires = config.expires;
         let retry_delay = config.retry_initial;
+        let contact = config.local;
         let mut registration = Registration {
             config,
             rng,
@@ -179,6 +211,9 @@ impl Registration {
             retry_delay,
             transmits: VecDeque::new(),
             keepalives: VecDeque::new(),
+            contact,
+            stale_contact: None,
+            rewrites: 0,
             events: VecDeque::new(),
         };
         if registration.config.registrars.is_empty() {
@@ -414,6 +449,10 @@ impl Registration {
             return;
         }
         self.bound = true;
+        self.stale_contact = None;
+        if self.follow_nat(now, response) {
+            return;
+        }
         let expires = Duration::from_secs(u64::from(granted));
         let refresh = (expires / 2).max(Duration::from_secs(1));
         self.state = State::Registered {
@@ -427,6 +466,39 @@ impl Registration {
                 expires,
             });
         }
+    }
+
+    /// With `follow_nat`, when the registrar saw the REGISTER come from
+    /// another address than our Contact: that address becomes the Contact
+    /// and is registered at once (true: a REGISTER is on the wire).
+    fn follow_nat(&mut self, now: Instant, response: &Response) -> bool {
+        if !self.config.follow_nat {
+            return false;
+        }
+        let Some(seen) = response.headers.via().and_then(|via| seen_from(&via)) else {
+            return false;
+        };
+        if seen == self.contact {
+            self.rewrites = 0;
+            return false;
+        }
+        if self.rewrites >= MAX_REWRITES {
+            tracing::warn!(
+                contact = %self.contact,
+                %seen,
+                "the registrar sees a different address on every REGISTER; keeping the Contact"
+            );
+            return false;
+        }
+        self.rewrites += 1;
+        tracing::info!(from = %self.contact, to = %seen, "the registrar sees the hub at another address (NAT): Contact follows");
+        self.stale_contact = Some(self.contact);
+        self.contact = seen;
+        self.events
+            .push_back(RegistrationEvent::Mapped { address: seen });
+        let with_credentials = self.challenge.is_some();
+        self.send(now, Purpose::Register, with_credentials);
+        true
     }
 
     fn challenged(
@@ -525,6 +597,11 @@ impl Registration {
         }
         self.registrar = (self.registrar + 1) % self.config.registrars.len().max(1);
         self.challenge = None;
+        // Another registrar may see us elsewhere (a symmetric NAT maps each
+        // destination apart): start from the configured address.
+        self.contact = self.config.local;
+        self.stale_contact = None;
+        self.rewrites = 0;
         self.wait(now);
     }
 
@@ -538,7 +615,7 @@ impl Registration {
     }
 
     fn contact_uri(&self) -> String {
-        format!("sip:{}@{}", self.config.user, self.config.local)
+        format!("sip:{}@{}", self.config.user, self.contact)
     }
 
     fn send(&mut self, now: Instant, purpose: Purpose, with_credentials: bool) {
@@ -566,6 +643,12 @@ impl Registration {
             "Contact",
             format!("<{}>;expires={expires}", self.contact_uri()),
         );
+        if let Some(stale) = self.stale_contact {
+            h.push(
+                "Contact",
+                format!("<sip:{}@{stale}>;expires=0", config.user),
+            );
+        }
         h.push("Expires", expires.to_string());
         h.push(
             "User-Agent",
@@ -605,6 +688,18 @@ impl Registration {
     }
 }
 
+/// The address a response's top Via says the server saw the request come
+/// from (RFC 3581: `received` and `rport`), when it says so.
+fn seen_from(via: &super::message::Via) -> Option<SocketAddr> {
+    let port = via.rport().flatten();
+    let received = via.received();
+    if port.is_none() && received.is_none() {
+        return None;
+    }
+    let ip = received.unwrap_or(&via.host).parse().ok()?;
+    Some(SocketAddr::new(ip, port.or(via.port).unwrap_or(5060)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::message::{self, Message};
@@ -627,6 +722,7 @@ mod tests {
             retry_initial: Duration::from_secs(1),
             retry_max: Duration::from_secs(8),
             keepalive: None,
+            follow_nat: false,
         }
     }
 
@@ -687,6 +783,133 @@ mod tests {
             self.reg.handle_timeout(self.now);
             self.drain();
         }
+    }
+
+    impl Harness {
+        /// Answers `status` as a registrar that saw the request come from
+        /// `seen` (its Via gets `received` and `rport`).
+        fn answer_seen(&mut self, status: u16, extra: &[(&str, &str)], seen: &str) {
+            let seen: SocketAddr = seen.parse().unwrap();
+            let mut response = Response::to_request(self.last(), status, "Reason", "t");
+            let via = response.headers.get("Via").unwrap().replace(
+                ";rport",
+                &format!(";received={};rport={}", seen.ip(), seen.port()),
+            );
+            response.headers.remove("Via");
+            response.headers.push("Via", via);
+            for (name, value) in extra {
+                response.headers.push(name, *value);
+            }
+            self.reg.handle_response(self.now, &response);
+            self.drain();
+        }
+
+        fn contacts(&self) -> Vec<String> {
+            self.last()
+                .headers
+                .get_all("Contact")
+                .map(str::to_owned)
+                .collect()
+        }
+    }
+
+    fn behind_nat() -> RegistrationConfig {
+        RegistrationConfig {
+            follow_nat: true,
+            ..config()
+        }
+    }
+
+    #[test]
+    fn behind_a_nat_the_contact_follows_what_the_registrar_saw() {
+        let mut h = Harness::new(behind_nat());
+        h.answer(401, &[CHALLENGE]);
+        let sent = h.sent.len();
+        h.answer_seen(200, &[("Expires", "60")], "203.0.113.7:40001");
+        // Not READY on an unreachable Contact: registered again at once,
+        // the old Contact unbound in the same request, credentials reused.
+        assert_eq!(
+            h.events,
+            vec![RegistrationEvent::Mapped {
+                address: "203.0.113.7:40001".parse().unwrap()
+            }]
+        );
+        assert_eq!(h.sent.len(), sent + 1);
+        assert_eq!(
+            h.contacts(),
+            vec![
+                "<sip:6001@203.0.113.7:40001>;expires=60",
+                "<sip:6001@10.0.0.9:5070>;expires=0"
+            ]
+        );
+        assert!(h.last().headers.get("Authorization").is_some());
+        h.answer_seen(
+            200,
+            &[("Contact", "<sip:6001@203.0.113.7:40001>;expires=60")],
+            "203.0.113.7:40001",
+        );
+        assert_eq!(h.events.len(), 2, "{:?}", h.events);
+        assert!(matches!(h.events[1], RegistrationEvent::Registered { .. }));
+        // Refreshes keep the mapped Contact, alone.
+        h.advance();
+        assert_eq!(
+            h.contacts(),
+            vec!["<sip:6001@203.0.113.7:40001>;expires=60"]
+        );
+        h.answer_seen(200, &[("Expires", "60")], "203.0.113.7:40001");
+        assert_eq!(h.events.len(), 2, "nothing new: {:?}", h.events);
+    }
+
+    #[test]
+    fn a_mapping_that_changes_every_time_is_followed_at_most_twice() {
+        let mut h = Harness::new(behind_nat());
+        for port in 40_001..=40_004 {
+            h.answer_seen(200, &[("Expires", "60")], &format!("203.0.113.7:{port}"));
+        }
+        let mapped = h
+            .events
+            .iter()
+            .filter(|e| matches!(e, RegistrationEvent::Mapped { .. }))
+            .count();
+        assert_eq!(mapped, MAX_REWRITES as usize, "{:?}", h.events);
+        assert!(
+            matches!(h.events.last(), Some(RegistrationEvent::Registered { .. })),
+            "{:?}",
+            h.events
+        );
+        assert_eq!(h.sent.len(), 1 + MAX_REWRITES as usize, "no loop");
+    }
+
+    #[test]
+    fn the_seen_address_is_ignored_without_follow_nat_or_when_it_matches() {
+        let mut h = Harness::new(config());
+        h.answer_seen(200, &[("Expires", "60")], "203.0.113.7:40001");
+        assert!(matches!(
+            h.events[..],
+            [RegistrationEvent::Registered { .. }]
+        ));
+        assert_eq!(h.sent.len(), 1);
+        let mut h = Harness::new(behind_nat());
+        h.answer_seen(200, &[("Expires", "60")], "10.0.0.9:5070");
+        assert!(matches!(
+            h.events[..],
+            [RegistrationEvent::Registered { .. }]
+        ));
+        assert_eq!(h.sent.len(), 1);
+    }
+
+    #[test]
+    fn another_registrar_starts_again_from_the_configured_contact() {
+        let mut h = Harness::new(behind_nat());
+        h.answer_seen(200, &[("Expires", "60")], "203.0.113.7:40001");
+        h.answer_seen(200, &[("Expires", "60")], "203.0.113.7:40001");
+        // The refresh is refused: the next registrar gets the configured
+        // Contact, not the first one's mapping.
+        h.advance();
+        h.answer(503, &[]);
+        h.advance();
+        assert_eq!(h.sent.last().unwrap().0, "10.0.0.2:5060".parse().unwrap());
+        assert_eq!(h.contacts(), vec!["<sip:6001@10.0.0.9:5070>;expires=60"]);
     }
 
     const CHALLENGE: (&str, &str) = (

@@ -510,6 +510,13 @@ impl Session<'_> {
                 .map_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), |sip| {
                     sip.ua.advertised_addr().ip()
                 }),
+            bind_ip: self
+                .ctx
+                .sip
+                .as_ref()
+                .map_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), |sip| {
+                    sip.ua.bound_ip()
+                }),
             ports: media.ports().clone(),
             rtp: *media.rtp_config(),
             health: media.health_config().clone(),
@@ -800,6 +807,8 @@ impl Session<'_> {
                 self.sip = None;
                 return Err(Stop::Fail(reason));
             }
+            // The endpoint keeps the NAT mapping for calls.
+            Some(RegistrationEvent::Mapped { .. }) => {}
             Some(RegistrationEvent::Unregistered) | None => {
                 self.sip = None;
                 return Err(Stop::Fail("the SIP registration stopped".into()));
