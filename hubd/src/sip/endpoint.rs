@@ -283,9 +283,9 @@ impl SipMetrics {
 pub struct SipUa {
     socket: UdpSocket,
     advertised: SocketAddr,
-    /// The address a registrar last saw the hub at, when it differs from
-    /// `advertised` and `follow_nat` is on: calls' Contact.
-    seen: Mutex<Option<SocketAddr>>,
+    /// By slot extension, the address its registrar saw the hub at, when
+    /// it differs from `advertised` (`follow_nat`): its calls' Contact.
+    seen: Mutex<HashMap<String, SocketAddr>>,
     config: UaConfig,
     /// Branch of a registration's transaction → that registration's task.
     routes: Mutex<Routes>,
@@ -340,7 +340,7 @@ impl SipUa {
         let ua = Arc::new(SipUa {
             socket,
             advertised,
-            seen: Mutex::new(None),
+            seen: Mutex::new(HashMap::new()),
             config,
             routes: Mutex::new(HashMap::new()),
             calls: Mutex::new(HashMap::new()),
@@ -373,10 +373,14 @@ impl SipUa {
             })
     }
 
-    /// The address calls put in Via and Contact: the one a registrar saw
-    /// the hub at (NAT, with `follow_nat`), else the advertised one.
-    pub fn contact_addr(&self) -> SocketAddr {
-        lock(&self.seen).unwrap_or(self.advertised)
+    /// The address a slot's calls put in Via and Contact: the one its
+    /// registrar saw the hub at (NAT, with `follow_nat`), else the
+    /// advertised one.
+    pub fn contact_addr(&self, extension: &str) -> SocketAddr {
+        lock(&self.seen)
+            .get(extension)
+            .copied()
+            .unwrap_or(self.advertised)
     }
 
     /// The AOR domain (our From host).
@@ -478,9 +482,13 @@ impl SipUa {
             }
             while let Some(event) = registration.poll_event() {
                 if let RegistrationEvent::Mapped { address } = event {
-                    // The hub's one socket has one mapping per registrar:
-                    // calls offer the latest one seen.
-                    *lock(&self.seen) = Some(address);
+                    // The slot's calls offer what its registrar sees.
+                    let mut seen = lock(&self.seen);
+                    if address == self.advertised {
+                        seen.remove(&user);
+                    } else {
+                        seen.insert(user.clone(), address);
+                    }
                     continue;
                 }
                 self.metrics
@@ -521,6 +529,7 @@ impl SipUa {
         if let Some(old) = branch {
             lock(&self.routes).remove(&old);
         }
+        lock(&self.seen).remove(&user);
     }
 
     /// The receive loop: responses to their registration, requests answered.
@@ -672,8 +681,8 @@ impl SipUa {
 
     fn call_config(&self, extension: String) -> CallConfig {
         CallConfig {
+            local: self.contact_addr(&extension),
             extension,
-            local: self.contact_addr(),
             timers: self.config.timers,
         }
     }

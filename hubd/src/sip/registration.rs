@@ -23,9 +23,10 @@
 //! its Contact (unbinding the old one in the same request), reports it
 //! ([`RegistrationEvent::Mapped`], so calls put it in their Contact too),
 //! and reports `Registered` only once the reachable Contact is bound. At most
-//! [`MAX_REWRITES`] such rewrites in a row (a NAT that changes its mapping on
-//! every packet would otherwise loop); a registrar change starts over from
-//! `local`.
+//! [`MAX_REWRITES`] such rewrites in a row, counted afresh at each refresh
+//! (a NAT that changes its mapping on every packet would otherwise loop;
+//! one that settled on a new mapping is still followed); a registrar change
+//! starts over from `local` (reported as `Mapped` to `local`).
 //!
 //! It must never: touch a socket or a clock, send two requests at once,
 //! retry without a delay after a failure, or put the password anywhere but
@@ -115,8 +116,8 @@ pub enum RegistrationEvent {
     },
     /// Unregistered (or given up unregistering): terminal.
     Unregistered,
-    /// The registrar sees us at `address`, not at the configured one: the
-    /// Contact is now `address` (calls should offer it too).
+    /// The Contact is now `address`: what the registrar saw (a NAT), or the
+    /// configured address again after a failover. Calls should offer it too.
     Mapped {
         /// The address the registrar saw the REGISTER come from.
         address: SocketAddr,
@@ -317,6 +318,7 @@ impl Registration {
             Due::Refresh => {
                 // Refreshes start without credentials: the nonce may be old.
                 self.challenge = None;
+                self.rewrites = 0;
                 self.send(now, Purpose::Register, false);
             }
             Due::KeepAlive => {
@@ -599,7 +601,12 @@ impl Registration {
         self.challenge = None;
         // Another registrar may see us elsewhere (a symmetric NAT maps each
         // destination apart): start from the configured address.
-        self.contact = self.config.local;
+        if self.contact != self.config.local {
+            self.contact = self.config.local;
+            self.events.push_back(RegistrationEvent::Mapped {
+                address: self.contact,
+            });
+        }
         self.stale_contact = None;
         self.rewrites = 0;
         self.wait(now);
@@ -910,6 +917,47 @@ mod tests {
         h.advance();
         assert_eq!(h.sent.last().unwrap().0, "10.0.0.2:5060".parse().unwrap());
         assert_eq!(h.contacts(), vec!["<sip:6001@10.0.0.9:5070>;expires=60"]);
+        // Calls are told too: their Contact is the configured one again.
+        let mapped: Vec<SocketAddr> = h
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                RegistrationEvent::Mapped { address } => Some(*address),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            mapped,
+            vec![
+                "203.0.113.7:40001".parse().unwrap(),
+                "10.0.0.9:5070".parse().unwrap()
+            ]
+        );
+    }
+
+    #[test]
+    fn a_mapping_that_settles_elsewhere_is_followed_at_the_next_refresh() {
+        let mut h = Harness::new(behind_nat());
+        // A flapping NAT: followed twice, then left alone.
+        for port in 40_001..=40_003 {
+            h.answer_seen(200, &[("Expires", "60")], &format!("203.0.113.7:{port}"));
+        }
+        assert_eq!(h.sent.len(), 3);
+        // It settled (the NAT rebooted): the refresh shows the new mapping,
+        // which is followed again.
+        h.advance();
+        h.answer_seen(200, &[("Expires", "60")], "203.0.113.7:50000");
+        assert_eq!(
+            h.contacts(),
+            vec![
+                "<sip:6001@203.0.113.7:50000>;expires=60",
+                "<sip:6001@203.0.113.7:40002>;expires=0"
+            ]
+        );
+        assert!(matches!(
+            h.events.last(),
+            Some(RegistrationEvent::Mapped { .. })
+        ));
     }
 
     const CHALLENGE: (&str, &str) = (
