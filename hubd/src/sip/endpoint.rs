@@ -907,6 +907,30 @@ mod tests {
         (message::parse(&buffer[..n]).expect("parses"), from)
     }
 
+    /// Registers slot 6001 (no password) with `registrar`, which answers
+    /// 200; the handle, once registered, and the hub's SIP address.
+    async fn register_6001(
+        ua: &Arc<SipUa>,
+        registrar: &UdpSocket,
+    ) -> (RegistrationHandle, SocketAddr) {
+        let mut handle = ua.register(SlotCredentials {
+            slot: "slot 1".into(),
+            user: "6001".into(),
+            password: None,
+        });
+        let (Message::Request(register), hub) = receive(registrar).await else {
+            panic!("a request");
+        };
+        assert_eq!(register.method, "REGISTER");
+        let ok = Response::to_request(&register, 200, "OK", "x");
+        registrar.send_to(&ok.to_bytes(), hub).await.unwrap();
+        assert!(matches!(
+            handle.next_event().await,
+            Some(RegistrationEvent::Registered { .. })
+        ));
+        (handle, hub)
+    }
+
     #[test]
     fn uri_users() {
         for (uri, user) in [
@@ -980,21 +1004,7 @@ mod tests {
         let ua = SipUa::bind(config(registrar.local_addr().unwrap()), stop.clone())
             .await
             .unwrap();
-        let mut handle = ua.register(SlotCredentials {
-            slot: "slot 1".into(),
-            user: "6001".into(),
-            password: None,
-        });
-        let (Message::Request(register), hub) = receive(&registrar).await else {
-            panic!("a request");
-        };
-        assert_eq!(register.method, "REGISTER");
-        let ok = Response::to_request(&register, 200, "OK", "x");
-        registrar.send_to(&ok.to_bytes(), hub).await.unwrap();
-        assert!(matches!(
-            handle.next_event().await,
-            Some(RegistrationEvent::Registered { .. })
-        ));
+        let (handle, hub) = register_6001(&ua, &registrar).await;
 
         // OPTIONS: 200; INVITE for no listening slot: 404; BYE: 481.
         for (uri, method, status) in [
@@ -1040,20 +1050,7 @@ mod tests {
         )
         .await
         .unwrap();
-        let mut handle = ua.register(SlotCredentials {
-            slot: "slot 1".into(),
-            user: "6001".into(),
-            password: None,
-        });
-        let (Message::Request(register), hub) = receive(&registrar).await else {
-            panic!("a request");
-        };
-        let ok = Response::to_request(&register, 200, "OK", "x");
-        registrar.send_to(&ok.to_bytes(), hub).await.unwrap();
-        assert!(matches!(
-            handle.next_event().await,
-            Some(RegistrationEvent::Registered { .. })
-        ));
+        let (_registered, hub) = register_6001(&ua, &registrar).await;
         // Keep-alives, from the socket the REGISTER came from (the one a
         // NAT mapped), and nothing else until the refresh at 30 s.
         let mut buffer = [0u8; 2048];

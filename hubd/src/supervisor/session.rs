@@ -490,6 +490,14 @@ impl Session<'_> {
         let media = &self.ctx.media;
         let call_id = self.cell.current_call_id()?;
         let record = media.recording_policy(self.cell.id()) == crate::config::RecordingPolicy::All;
+        // The SDP's address, and the one RTP sockets bind (see BridgeConfig).
+        let (local_ip, bind_ip) = self.ctx.sip.as_ref().map_or(
+            (
+                std::net::Ipv4Addr::LOCALHOST.into(),
+                std::net::Ipv4Addr::LOCALHOST.into(),
+            ),
+            |sip| (sip.ua.advertised_addr().ip(), sip.ua.bound_ip()),
+        );
         Some(BridgeConfig {
             recording: record.then(|| {
                 (
@@ -503,20 +511,8 @@ impl Session<'_> {
                 direction,
                 started_at_ms: crate::store::now_ms(),
             },
-            local_ip: self
-                .ctx
-                .sip
-                .as_ref()
-                .map_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), |sip| {
-                    sip.ua.advertised_addr().ip()
-                }),
-            bind_ip: self
-                .ctx
-                .sip
-                .as_ref()
-                .map_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), |sip| {
-                    sip.ua.bound_ip()
-                }),
+            local_ip,
+            bind_ip,
             ports: media.ports().clone(),
             rtp: *media.rtp_config(),
             health: media.health_config().clone(),
