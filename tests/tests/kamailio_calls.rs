@@ -180,8 +180,10 @@ struct CallReport {
     events: Vec<u8>,
 }
 
-/// A minimal callee on raw UDP: answers one INVITE (180, then 200 with an
-/// SDP answer chosen by hubd's negotiator, pointing at its RTP socket),
+/// A minimal callee on raw UDP: answers one INVITE (200 with an SDP answer
+/// chosen by hubd's negotiator, pointing at its RTP socket; no 180: sent
+/// back to back, Kamailio's workers can relay a 180 after the 200, which
+/// sipp takes as an unexpected message),
 /// decodes the G.711 RTP arriving there, answers the BYE. Built on hubd's
 /// public SIP parser and media modules, no dialog layer.
 struct RustUas {
@@ -291,7 +293,6 @@ fn answer_one_call(
                     response.headers.push("Contact", contact);
                     response
                 };
-                send(socket, from, &with_routes(180, "Ringing"));
                 let mut answer = with_routes(200, "OK");
                 answer.headers.push("Content-Type", "application/sdp");
                 answer.body = sdp::answer(&offer, &chosen, &local).into_bytes();
